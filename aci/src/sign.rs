@@ -172,8 +172,7 @@ impl PublicKey {
 
     /// Reads the base64 key line alone.
     pub fn from_base64(b64: &str) -> Result<PublicKey, SignError> {
-        let raw: [u8; PUBLIC_KEY_LEN] =
-            decode_fixed(b64).map_err(SignError::MalformedPublicKey)?;
+        let raw: [u8; PUBLIC_KEY_LEN] = decode_fixed(b64).map_err(SignError::MalformedPublicKey)?;
         if raw[..2] != ALG_LEGACY {
             return Err(SignError::MalformedPublicKey(
                 "unsupported signature algorithm (expected \"Ed\")".into(),
@@ -316,7 +315,11 @@ impl KdfLimits {
         scrypt::Params::new(n_log2, 8, p, 32).map_err(|e| SignError::KdfParams(e.to_string()))
     }
 
-    fn stream(self, password: &str, salt: &[u8; 32]) -> Result<[u8; SECRET_PAYLOAD_LEN], SignError> {
+    fn stream(
+        self,
+        password: &str,
+        salt: &[u8; 32],
+    ) -> Result<[u8; SECRET_PAYLOAD_LEN], SignError> {
         let params = self.scrypt_params()?;
         let mut out = [0u8; SECRET_PAYLOAD_LEN];
         scrypt::scrypt(password.as_bytes(), salt, &params, &mut out)
@@ -390,8 +393,7 @@ impl SecretKey {
                 ));
             }
         };
-        let raw: [u8; SECRET_KEY_LEN] =
-            decode_fixed(b64).map_err(SignError::MalformedSecretKey)?;
+        let raw: [u8; SECRET_KEY_LEN] = decode_fixed(b64).map_err(SignError::MalformedSecretKey)?;
         if raw[..2] != ALG_LEGACY {
             return Err(SignError::MalformedSecretKey(
                 "unsupported signature algorithm (expected \"Ed\")".into(),
@@ -595,8 +597,8 @@ impl Signature {
         key_id.copy_from_slice(&raw[2..10]);
         let mut signature = [0u8; 64];
         signature.copy_from_slice(&raw[10..]);
-        let global_signature: [u8; 64] =
-            decode_fixed(global).map_err(|e| SignError::MalformedSignature(format!("global signature: {e}")))?;
+        let global_signature: [u8; 64] = decode_fixed(global)
+            .map_err(|e| SignError::MalformedSignature(format!("global signature: {e}")))?;
         Ok(Signature {
             algorithm,
             key_id: KeyId(key_id),
@@ -738,7 +740,11 @@ mod tests {
             format!("{}\nAAAA\n{}\n{}\n", lines[0], lines[2], lines[3]),
             format!("{}\n{}\n{}\nAAAA\n", lines[0], lines[1], lines[2]),
             format!("{}\n{}\n{}\n", lines[0], lines[1], lines[2]),
-            good.replacen("untrusted comment: signature from minisign secret key\nRU", "untrusted comment: x\nRX", 1),
+            good.replacen(
+                "untrusted comment: signature from minisign secret key\nRU",
+                "untrusted comment: x\nRX",
+                1,
+            ),
         ];
         for case in cases {
             assert!(
