@@ -100,3 +100,12 @@ pub enum AciCommand {
     #[command(flatten)]
     Sign(sign_cmd::SignCommand),
 }
+
+impl From<ArchArg> for hostdecl::Arch {
+    fn from(a: ArchArg) -> hostdecl::Arch {
+        match a {
+            ArchArg::X86_64 => hostdecl::Arch::X86_64,
+            ArchArg::Aarch64 => hostdecl::Arch::Aarch64,
+        }
+    }
+}

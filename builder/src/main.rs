@@ -2,7 +2,10 @@
 
 mod aci_cmd;
 mod cli;
+mod kernel;
+mod paths;
 mod sign_cmd;
+mod tools;
 
 use std::process::ExitCode;
 
@@ -26,7 +29,32 @@ fn run(cli: cli::Cli) -> anyhow::Result<()> {
             cli::AciCommand::Sign(c) => sign_cmd::run(c),
         },
         cli::Command::Key { command } => sign_cmd::run_key(command),
-        cli::Command::Build { .. } | cli::Command::Run { .. } | cli::Command::Kernel { .. } => {
+        cli::Command::Kernel {
+            arch,
+            source,
+            sha256,
+            fragments,
+            extra,
+            jobs,
+        } => {
+            let mut req = kernel::KernelRequest::new(arch.into());
+            req.source = source;
+            req.sha256 = sha256;
+            if let Some(dir) = fragments {
+                req.fragments_dir = dir;
+            }
+            req.extra_fragments = extra;
+            if let Some(j) = jobs {
+                req.jobs = j.max(1);
+            }
+            let k = kernel::build(&req)?;
+            if k.cache_hit {
+                eprintln!("kernel {}: cached", k.arch);
+            }
+            println!("{}", k.image.display());
+            Ok(())
+        }
+        cli::Command::Build { .. } | cli::Command::Run { .. } => {
             anyhow::bail!("not implemented yet")
         }
     }

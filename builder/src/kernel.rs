@@ -1,0 +1,235 @@
+//! `builder kernel`: build a kernel from tinyconfig + our `kernel-config/` fragments, check that
+//! kconfig kept every requested option, and cache the result by a hash of everything that goes
+//! into it (source, fragments, toolchain, this recipe).
+
+mod config;
+mod make;
+mod source;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+use sha2::{Digest, Sha256};
+
+use hostdecl::Arch;
+
+pub use config::ConfigError;
+
+use crate::{paths, tools};
+
+/// Bump when the way a kernel is built changes, so old cache entries are not reused.
+const RECIPE_VERSION: &str = "kernel-recipe-1";
+
+/// What to build.
+#[derive(Debug, Clone)]
+pub struct KernelRequest {
+    pub arch: Arch,
+    /// Source tarball path or URL; `None`: Debian's linux-source-6.1.
+    pub source: Option<String>,
+    pub sha256: Option<String>,
+    /// Directory holding `common.config` and `<arch>.config`.
+    pub fragments_dir: PathBuf,
+    /// Further fragments merged last (not required to be commented).
+    pub extra_fragments: Vec<PathBuf>,
+    pub jobs: usize,
+}
+
+impl KernelRequest {
+    pub fn new(arch: Arch) -> KernelRequest {
+        KernelRequest {
+            arch,
+            source: None,
+            sha256: None,
+            fragments_dir: paths::repo_root().join("kernel-config"),
+            extra_fragments: Vec::new(),
+            jobs: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+        }
+    }
+}
+
+/// A built (or cached) kernel.
+#[derive(Debug, Clone)]
+pub struct BuiltKernel {
+    pub arch: Arch,
+    /// The bootable image: bzImage on x86_64, Image on aarch64.
+    pub image: PathBuf,
+    /// The final .config it was built with.
+    pub config: PathBuf,
+    pub cache_hit: bool,
+}
+
+fn required_tools(arch: Arch) -> Vec<tools::Tool> {
+    let mut t = vec![
+        tools::MAKE,
+        tools::GCC,
+        tools::FLEX,
+        tools::BISON,
+        tools::BC,
+        tools::PERL,
+        tools::TAR,
+        tools::XZ,
+        tools::ZSTD,
+    ];
+    if arch == Arch::Aarch64 && Arch::current() != Some(Arch::Aarch64) {
+        t.push(tools::AARCH64_GCC);
+    }
+    t
+}
+
+fn compiler(arch: Arch) -> &'static str {
+    if arch == Arch::Aarch64 && Arch::current() != Some(Arch::Aarch64) {
+        "aarch64-linux-gnu-gcc"
+    } else {
+        "gcc"
+    }
+}
+
+fn first_line_of(program: &str, arg: &str) -> String {
+    Command::new(program)
+        .arg(arg)
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.lines().next().map(str::to_string))
+        .unwrap_or_else(|| format!("{program}: unknown"))
+}
+
+/// Reads every fragment in merge order: common, arch, then extras.
+fn read_fragments(req: &KernelRequest) -> Result<(Vec<config::Request>, Vec<(PathBuf, Vec<u8>)>)> {
+    let mut files: Vec<(PathBuf, bool)> = vec![
+        (req.fragments_dir.join("common.config"), true),
+        (req.fragments_dir.join(format!("{}.config", req.arch)), true),
+    ];
+    files.extend(req.extra_fragments.iter().map(|p| (p.clone(), false)));
+    let mut requests = Vec::new();
+    let mut contents = Vec::new();
+    for (path, commented) in files {
+        requests.extend(config::read_fragment(&path, commented)?);
+        let bytes = fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+        contents.push((path, bytes));
+    }
+    Ok((requests, contents))
+}
+
+/// Builds the kernel, or returns the cached build for the same inputs.
+pub fn build(req: &KernelRequest) -> Result<BuiltKernel> {
+    let cache = paths::cache_root().join("kernel");
+    fs::create_dir_all(&cache).with_context(|| format!("creating cache {}", cache.display()))?;
+
+    let (requests, contents) = read_fragments(req)?;
+    let src = source::resolve(req.source.as_deref(), req.sha256.as_deref(), &cache)?;
+
+    let mut h = Sha256::new();
+    h.update(RECIPE_VERSION);
+    h.update(req.arch.as_str());
+    h.update(&src.sha256);
+    for (path, bytes) in &contents {
+        // File names matter only through their role (order); contents decide the key.
+        h.update((bytes.len() as u64).to_le_bytes());
+        h.update(bytes);
+        let _ = path;
+    }
+    h.update(first_line_of(compiler(req.arch), "--version"));
+    h.update(first_line_of("make", "--version"));
+    let key = hex::encode(h.finalize());
+    let entry = cache.join(format!("{}-{}", req.arch, &key[..16]));
+
+    if let Some(hit) = cached(&entry, req.arch) {
+        return Ok(hit);
+    }
+    tools::require(&required_tools(req.arch), &[tools::LIBELF_HEADER, tools::OPENSSL_HEADER])?;
+
+    // One build per arch at a time; a second builder waits, then finds the cache entry.
+    let lock_path = cache.join(format!("{}.lock", req.arch));
+    let lock = fs::File::create(&lock_path).with_context(|| format!("creating {}", lock_path.display()))?;
+    lock.lock().with_context(|| format!("locking {}", lock_path.display()))?;
+    if let Some(hit) = cached(&entry, req.arch) {
+        return Ok(hit);
+    }
+
+    let tree = source::unpack(&src, &cache)?;
+    let final_config = configure(req, &tree, &cache, &requests)?;
+
+    // The build directory is per arch and source, and kept: a fragment change rebuilds only
+    // what that option touches.
+    let build_dir = cache.join(format!("build-{}-{}", req.arch, &src.sha256[..16]));
+    fs::create_dir_all(&build_dir)?;
+    let kb = make::Kbuild { arch: req.arch, src: tree.clone(), out: build_dir.clone(), jobs: req.jobs };
+    let dot_config = build_dir.join(".config");
+    if fs::read_to_string(&dot_config).ok().as_deref() != Some(final_config.as_str()) {
+        fs::write(&dot_config, &final_config).with_context(|| format!("writing {}", dot_config.display()))?;
+        kb.run_quiet(&["olddefconfig"])?;
+    }
+    let (target, image_rel) = kb.image_target();
+    let tmp = cache.join(format!(".{}-{}.tmp", req.arch, std::process::id()));
+    let _ = fs::remove_dir_all(&tmp);
+    fs::create_dir_all(&tmp)?;
+    eprintln!("kernel {}: building {} with {} jobs (log: {})", req.arch, target, req.jobs, entry.with_extension("log").display());
+    kb.run_with_progress(&[target], &entry.with_extension("log"))?;
+
+    let built = build_dir.join(image_rel);
+    fs::copy(&built, tmp.join("vmlinuz")).with_context(|| format!("copying {}", built.display()))?;
+    fs::write(tmp.join("config"), &final_config)?;
+    fs::rename(&tmp, &entry).with_context(|| format!("publishing {}", entry.display()))?;
+    let mut k = cached(&entry, req.arch).context("kernel cache entry missing after build")?;
+    k.cache_hit = false;
+    Ok(k)
+}
+
+fn cached(entry: &Path, arch: Arch) -> Option<BuiltKernel> {
+    let image = entry.join("vmlinuz");
+    image.is_file().then(|| BuiltKernel {
+        arch,
+        image,
+        config: entry.join("config"),
+        cache_hit: true,
+    })
+}
+
+/// tinyconfig, merge, olddefconfig and the check, in a scratch directory so a rejected
+/// fragment never disturbs the kept build directory.
+fn configure(
+    req: &KernelRequest,
+    tree: &Path,
+    cache: &Path,
+    requests: &[config::Request],
+) -> Result<String> {
+    let scratch = cache.join(format!(".kconfig-{}-{}", req.arch, std::process::id()));
+    let _ = fs::remove_dir_all(&scratch);
+    fs::create_dir_all(&scratch)?;
+    let result = (|| -> Result<String> {
+        let kb = make::Kbuild { arch: req.arch, src: tree.to_path_buf(), out: scratch.clone(), jobs: req.jobs };
+        eprintln!("kernel {}: configuring (tinyconfig + fragments)", req.arch);
+        kb.run_quiet(&["tinyconfig"])?;
+        let dot = scratch.join(".config");
+        let base = fs::read_to_string(&dot).with_context(|| format!("reading {}", dot.display()))?;
+        fs::write(&dot, config::merge(&base, requests))?;
+        kb.run_quiet(&["olddefconfig"])?;
+        let fin = fs::read_to_string(&dot).with_context(|| format!("reading {}", dot.display()))?;
+        config::check(&fin, requests)?;
+        Ok(fin)
+    })();
+    let _ = fs::remove_dir_all(&scratch);
+    result
+}
+
+/// Used by `builder build`: a prebuilt kernel if declared, otherwise our own.
+pub fn resolve_for_image(
+    arch: Arch,
+    prebuilt: Option<&Path>,
+    source: Option<&str>,
+    sha256: Option<&str>,
+) -> Result<BuiltKernel> {
+    if let Some(p) = prebuilt {
+        if !p.is_file() {
+            bail!("prebuilt kernel {} for {arch} does not exist", p.display());
+        }
+        return Ok(BuiltKernel { arch, image: p.to_path_buf(), config: PathBuf::new(), cache_hit: true });
+    }
+    let mut req = KernelRequest::new(arch);
+    req.source = source.map(str::to_string);
+    req.sha256 = sha256.map(str::to_string);
+    build(&req)
+}
