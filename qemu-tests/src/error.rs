@@ -48,7 +48,7 @@ pub enum HarnessError {
 
     #[error(
         "{vm}: QEMU exited ({}) {since_start:.1?} after it started, before {marker} appeared \
-         (full log in {}); QEMU's stderr: {}; last console lines:\n{tail}",
+         (full log in {}); QEMU's stderr:{}last console lines:\n{tail}",
         describe_status(.status), .log.display(), describe_stderr(.stderr)
     )]
     QemuExited {
@@ -129,10 +129,14 @@ fn describe_status(status: &Option<ExitStatus>) -> String {
 }
 
 fn describe_stderr(stderr: &str) -> String {
-    let trimmed = stderr.trim();
-    if trimmed.is_empty() {
-        "(nothing)".to_string()
-    } else {
-        format!("\n{trimmed}\n")
+    let mut out = String::from("\n");
+    for line in stderr.lines().filter(|l| !l.trim().is_empty()) {
+        out.push_str("    ! ");
+        out.push_str(line);
+        out.push('\n');
     }
+    if out.len() == 1 {
+        out = " (nothing); ".to_string();
+    }
+    out
 }
