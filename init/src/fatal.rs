@@ -40,6 +40,8 @@ pub fn chain(err: &dyn Error) -> String {
 
 /// Logs `err` with its chain and powers off or reboots per the declaration.
 pub fn die(err: &dyn Error) -> ! {
+    // The error may predate stdio setup; without a console the reason would be lost.
+    let _ = console::attach_stdio();
     console::emit(&Line::Fatal(&chain(err)));
     power_now()
 }

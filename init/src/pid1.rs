@@ -203,3 +203,16 @@ fn reap_and_log() {
         console::warn(&fatal::chain(&e));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refuses_to_run_unless_pid1() {
+        // The test runner is never PID 1.
+        let err = check_pid1().expect_err("not pid 1");
+        assert!(matches!(err, InitError::NotPid1 { .. }));
+        assert!(err.to_string().starts_with("refusing to run as process "));
+    }
+}
