@@ -19,6 +19,10 @@
 //!
 //! Every QEMU runs in its own process group, which `Drop for Vm` kills, pass or fail; the console
 //! of each run is kept in `target/qemu-tests-logs/<name>-<arch>.log`.
+//!
+//! Environment: `QEMU_TESTS_ECHO=1` copies every console to the test's stderr as it arrives;
+//! `QEMU_TESTS_KVM=1` uses KVM instead of TCG when the guest arch is the host's (nested KVM
+//! fails on the development machine, so TCG is the default).
 // Errors here end a test, at most once per test, and carry the console tail and context inline
 // so tests can match on fields; their size costs nothing that matters.
 #![allow(clippy::result_large_err)]

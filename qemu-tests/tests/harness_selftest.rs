@@ -45,6 +45,8 @@ fn uefi_console_qmp_and_quit(arch: Arch) {
     assert!(vm.console().contains(SHELL_BANNER));
     assert!(vm.log_path().ends_with(format!("selftest-uefi-{arch}.log")));
 
+    // The firmware ignores the power button; QEMU must still accept the press.
+    vm.powerdown().unwrap();
     vm.quit().unwrap();
     let status = vm.wait_exit(Duration::from_secs(20)).unwrap();
     assert!(status.success(), "{status}");
@@ -60,6 +62,18 @@ fn x86_64_uefi_console_markers_qmp_status_and_quit() {
 #[test]
 fn aarch64_uefi_console_markers_qmp_status_and_quit() {
     uefi_console_qmp_and_quit(Arch::Aarch64);
+}
+
+#[test]
+fn aarch64_uboot_boots_from_bios() {
+    let mut vm = QemuConfig::new(Arch::Aarch64)
+        .firmware(Firmware::UBoot)
+        .memory_mib(256)
+        .name("selftest-uboot")
+        .start()
+        .unwrap();
+    let line = vm.expect("U-Boot", BOOT).unwrap();
+    assert!(line.starts_with("U-Boot"), "{line:?}");
 }
 
 #[test]
