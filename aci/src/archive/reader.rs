@@ -147,10 +147,15 @@ pub(crate) fn walk<R: Read>(
                 xattrs: Vec::new(),
             };
             let size = header.size().map_err(read_err)?;
-            let dev = (
-                header.device_major().map_err(read_err)?.unwrap_or(0),
-                header.device_minor().map_err(read_err)?.unwrap_or(0),
-            );
+            // Only device entries carry meaningful numbers; other writers leave the fields blank.
+            let dev = if matches!(entry_type, tar::EntryType::Char | tar::EntryType::Block) {
+                (
+                    header.device_major().map_err(read_err)?.unwrap_or(0),
+                    header.device_minor().map_err(read_err)?.unwrap_or(0),
+                )
+            } else {
+                (0, 0)
+            };
             if let Some(pax) = entry.pax_extensions().map_err(read_err)? {
                 for ext in pax {
                     let ext = ext.map_err(read_err)?;
