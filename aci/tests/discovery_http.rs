@@ -225,7 +225,7 @@ fn follows_redirects_but_not_endlessly() {
 }
 
 #[test]
-fn refuses_plain_http_unless_allowed_even_after_a_redirect() {
+fn refuses_plain_http_unless_allowed() {
     let server = Server::start(|_, _, _| reply(200, "x"));
     let strict = client_for(&server, |o| o.allow_http = false);
     let err = strict.get_bytes("http://example.com/x", 100).unwrap_err();
