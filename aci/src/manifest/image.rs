@@ -55,7 +55,13 @@ pub struct ImageManifest {
 pub struct Dependency {
     pub image_name: AcIdentifier,
     /// When set, the fetched dependency MUST have this ID.
-    #[serde(rename = "imageID", default, skip_serializing_if = "Option::is_none")]
+    // Go matches JSON keys case-insensitively; `imageId` is the likely other spelling.
+    #[serde(
+        rename = "imageID",
+        alias = "imageId",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub image_id: Option<ImageId>,
     #[serde(
         default,
@@ -342,6 +348,17 @@ mod tests {
         assert_invalid(
             parse(&v),
             &[("dependencies[0].labels[0].value", "unknown os \"beos\"")],
+        );
+    }
+
+    #[test]
+    fn reads_image_id_camel_case_spelling() {
+        let mut v = base();
+        v["dependencies"] = json!([{"imageName": "a", "imageId": "sha512-ab"}]);
+        let m = parse(&v).unwrap();
+        assert_eq!(
+            m.dependencies[0].image_id.as_ref().map(ImageId::as_str),
+            Some("sha512-ab")
         );
     }
 

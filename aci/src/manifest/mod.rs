@@ -264,6 +264,25 @@ mod tests {
         ));
     }
 
+    /// Manifests come from untrusted archives and init must not panic: every truncation and a
+    /// spread of byte corruptions of the examples must come back as a result.
+    #[test]
+    fn never_panics_on_truncated_or_corrupted_examples() {
+        for name in ["image.json", "pod_runtime.json", "pod_template.json"] {
+            let bytes = test_util::example(name);
+            for len in 0..bytes.len() {
+                let _ = Manifest::from_json(&bytes[..len], PodMode::Template);
+            }
+            for at in (0..bytes.len()).step_by(3) {
+                for b in [b'"', b'0', b'-', b']', 0xff] {
+                    let mut corrupt = bytes.clone();
+                    corrupt[at] = b;
+                    let _ = Manifest::from_json(&corrupt, PodMode::Reified);
+                }
+            }
+        }
+    }
+
     #[test]
     fn invalid_error_display_lists_every_error() {
         let err = ManifestError::Invalid(vec![

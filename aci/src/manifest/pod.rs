@@ -83,8 +83,10 @@ pub struct RuntimeApp {
     /// Replaces the image manifest's whole `app` when present.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub app: Option<App>,
+    // Go matches JSON keys case-insensitively; `readOnlyRootFs` is the likely other spelling.
     #[serde(
         rename = "readOnlyRootFS",
+        alias = "readOnlyRootFs",
         default,
         skip_serializing_if = "std::ops::Not::not"
     )]
@@ -175,7 +177,12 @@ pub struct ExposedPort {
     pub name: AcName,
     pub host_port: u16,
     /// Dotted-quad IPv4 to forward from; all addresses when absent.
-    #[serde(rename = "hostIP", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "hostIP",
+        alias = "hostIp",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub host_ip: Option<Ipv4Addr>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod_port: Option<Port>,
@@ -553,6 +560,21 @@ mod tests {
         let written: serde_json::Value =
             serde_json::from_slice(&p.to_json_pretty().unwrap()).unwrap();
         assert_eq!(written, v);
+    }
+
+    #[test]
+    fn reads_camel_case_spellings_of_acronym_fields() {
+        let mut v = base();
+        v["apps"][0]["readOnlyRootFs"] = json!(true);
+        v["ports"] = json!([{"name": "a", "hostPort": 1, "hostIp": "10.0.0.1"}]);
+        let p = parse(&v).unwrap();
+        assert!(p.apps[0].read_only_root_fs);
+        assert_eq!(p.ports[0].host_ip, Some(Ipv4Addr::new(10, 0, 0, 1)));
+        let written = String::from_utf8(p.to_json_pretty().unwrap()).unwrap();
+        assert!(
+            written.contains("\"readOnlyRootFS\"") && written.contains("\"hostIP\""),
+            "{written}"
+        );
     }
 
     #[test]
