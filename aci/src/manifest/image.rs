@@ -363,6 +363,20 @@ mod tests {
     }
 
     #[test]
+    fn isolator_decode_error_names_isolator_and_inner_field() {
+        let mut v = base();
+        v["app"] = json!({"user": "0", "group": "0", "isolators": [
+            {"name": "resource/memory", "value": {"limit": "1G"}},
+            {"name": "resource/cpu", "value": {"limit": "fast"}}
+        ]});
+        assert_decode_error(
+            parse(&v),
+            "app.isolators[1]",
+            "isolator \"resource/cpu\": value.limit: invalid quantity \"fast\"",
+        );
+    }
+
+    #[test]
     fn rejects_relative_path_whitelist_entry() {
         let mut v = base();
         v["pathWhitelist"] = json!(["/ok", "etc/passwd"]);
