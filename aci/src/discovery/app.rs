@@ -182,7 +182,8 @@ mod tests {
 
     #[test]
     fn refuses_malformed_app_strings() {
-        let cases: &[(&str, fn(&AppError) -> bool)] = &[
+        type Check = fn(&AppError) -> bool;
+        let cases: &[(&str, Check)] = &[
             ("", |e| matches!(e, AppError::Empty)),
             ("a:1:2", |e| matches!(e, AppError::Colon(_))),
             ("a,os=linux:1", |e| matches!(e, AppError::Colon(_))),
