@@ -235,8 +235,9 @@ fn refuses_plain_http_unless_allowed() {
 
 #[test]
 fn refuses_bodies_over_the_size_limit() {
-    let server = Server::start(|_, _, _| reply(200, vec![b'x'; 10_000]));
-    let client = client_for(&server, |_| {});
+    let server = Server::start(|_, _, _| reply(200, vec![b'x'; 10_000]).header("ETag", "\"big\""));
+    let cache = tempfile::tempdir().unwrap();
+    let client = client_for(&server, |o| o.cache_dir = Some(cache.path().to_path_buf()));
     let err = client
         .get_bytes("http://example.com/big", 9_999)
         .unwrap_err();
@@ -244,6 +245,8 @@ fn refuses_bodies_over_the_size_limit() {
         matches!(err, HttpError::TooLarge { limit: 9_999, .. }),
         "{err:?}"
     );
+    // Nothing partial is left in the cache.
+    assert_eq!(std::fs::read_dir(cache.path()).unwrap().count(), 0);
     assert_eq!(
         client
             .get_bytes("http://example.com/big", 10_000)

@@ -378,34 +378,24 @@ impl HttpClient {
             })?),
             _ => None,
         };
-        let mut reader = resp.into_reader().take(limit.saturating_add(1));
-        let mut buf = vec![0u8; 64 * 1024];
-        let mut size: u64 = 0;
-        loop {
-            let n = match reader.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    return Err(HttpError::Transport {
-                        url: url.to_string(),
-                        attempts: attempt,
-                        message: format!("reading the body: {e}"),
-                    });
+        let streamed = stream_body(
+            resp,
+            url,
+            limit,
+            attempt,
+            sink,
+            tee.as_mut().map(|(f, _)| f),
+        );
+        let size = match streamed {
+            Ok(size) => size,
+            Err(e) => {
+                // Never leave a partial body in the cache directory.
+                if let Some((_, tmp)) = &tee {
+                    let _ = fs::remove_file(tmp);
                 }
-            };
-            size += n as u64;
-            if size > limit {
-                return Err(HttpError::TooLarge {
-                    url: url.to_string(),
-                    limit,
-                });
+                return Err(e);
             }
-            sink.write_all(&buf[..n]).map_err(body_err)?;
-            if let Some((file, _)) = tee.as_mut() {
-                file.write_all(&buf[..n]).map_err(body_err)?;
-            }
-        }
+        };
         sink.flush().map_err(body_err)?;
         if let (Some(cache), Some(etag), Some((file, tmp))) = (cache, etag, tee) {
             // A failed cache write only costs a later re-download.
@@ -419,6 +409,50 @@ impl HttpClient {
             size,
         }))
     }
+}
+
+/// Copies the body into `sink` (and the cache file), refusing more than `limit` bytes.
+fn stream_body(
+    resp: ureq::Response,
+    url: &Url,
+    limit: u64,
+    attempt: u32,
+    sink: &mut dyn Sink,
+    mut tee: Option<&mut File>,
+) -> Result<u64, HttpError> {
+    let body_err = |source| HttpError::Body {
+        url: url.to_string(),
+        source,
+    };
+    let mut reader = resp.into_reader().take(limit.saturating_add(1));
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut size: u64 = 0;
+    loop {
+        let n = match reader.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                return Err(HttpError::Transport {
+                    url: url.to_string(),
+                    attempts: attempt,
+                    message: format!("reading the body: {e}"),
+                });
+            }
+        };
+        size += n as u64;
+        if size > limit {
+            return Err(HttpError::TooLarge {
+                url: url.to_string(),
+                limit,
+            });
+        }
+        sink.write_all(&buf[..n]).map_err(body_err)?;
+        if let Some(file) = tee.as_mut() {
+            file.write_all(&buf[..n]).map_err(body_err)?;
+        }
+    }
+    Ok(size)
 }
 
 fn retryable(e: &HttpError) -> bool {
