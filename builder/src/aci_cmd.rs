@@ -1,10 +1,226 @@
 //! `builder aci build|validate|inspect|extract`: authoring and checking App Container images.
 
-use clap::Subcommand;
+use std::fs::{self, File};
+use std::io::{BufReader, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+
+use aci::archive::{self, Compression, Layout, ReadOptions, UnpackOptions, WriteOptions};
+use aci::manifest::{self, ManifestKind};
+use anyhow::{Context, bail};
+use clap::{Subcommand, ValueEnum};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CompressionArg {
+    /// zstd (our extension; fastest to unpack).
+    Zstd,
+    /// gzip (what the reference appc tools and rkt read).
+    Gzip,
+    /// An uncompressed tar.
+    None,
+}
+
+impl From<CompressionArg> for Compression {
+    fn from(c: CompressionArg) -> Self {
+        match c {
+            CompressionArg::Zstd => Compression::Zstd,
+            CompressionArg::Gzip => Compression::Gzip,
+            CompressionArg::None => Compression::None,
+        }
+    }
+}
 
 #[derive(Debug, Subcommand)]
-pub enum ArchiveCommand {}
+pub enum ArchiveCommand {
+    /// Build a deterministic ACI from a directory holding `manifest` and `rootfs/`.
+    #[command(
+        after_help = "Example:\n  builder aci build ./hello -o hello.aci\n  builder aci build ./hello -o hello.aci --compression gzip   # for rkt/actool\n\nThe manifest is validated first. Entries are sorted, every mtime is --mtime (default 0) and\nowners are 0 unless --preserve-owners, so the same tree always gives the same bytes."
+    )]
+    Build {
+        /// Directory with `manifest` (an Image Manifest) and `rootfs/`.
+        dir: PathBuf,
+        /// Output file.
+        #[arg(short, long)]
+        output: PathBuf,
+        #[arg(long, value_enum, default_value = "zstd")]
+        compression: CompressionArg,
+        /// mtime of every entry, in seconds since the epoch.
+        #[arg(long, default_value_t = 0)]
+        mtime: u64,
+        /// Record the files' uid/gid instead of 0.
+        #[arg(long)]
+        preserve_owners: bool,
+    },
+    /// Check an Image Manifest, a Pod Manifest or an ACI (detected from the content).
+    #[command(
+        after_help = "Example:\n  builder aci validate hello.aci\n  builder aci validate manifest.json\n  builder aci validate pod.json"
+    )]
+    Validate {
+        /// A manifest (JSON) or an ACI (tar, gzip, bzip2, xz or zstd).
+        file: PathBuf,
+    },
+    /// Print an ACI's manifest and Image ID.
+    #[command(after_help = "Example:\n  builder aci inspect hello.aci")]
+    Inspect {
+        /// The ACI.
+        file: PathBuf,
+    },
+    /// Unpack an ACI safely into a new directory (`DIR/manifest` and `DIR/rootfs/`).
+    #[command(
+        after_help = "Example:\n  builder aci extract hello.aci ./hello-tree\n  builder aci extract hello.aci ./rootfs --rootfs-only\n\nLike `rkt image extract`. Absolute paths, `..`, links leaving the rootfs, duplicate entries\nand device nodes (unless --allow-devices) are refused; nothing is written outside DIR."
+    )]
+    Extract {
+        /// The ACI.
+        file: PathBuf,
+        /// Target directory; must not exist or be empty.
+        dir: PathBuf,
+        /// Put the rootfs contents directly in DIR, without `manifest`.
+        #[arg(long)]
+        rootfs_only: bool,
+        /// Create device nodes found in the image.
+        #[arg(long)]
+        allow_devices: bool,
+    },
+}
 
 pub fn run(cmd: ArchiveCommand) -> anyhow::Result<()> {
-    match cmd {}
+    match cmd {
+        ArchiveCommand::Build {
+            dir,
+            output,
+            compression,
+            mtime,
+            preserve_owners,
+        } => build(&dir, &output, compression.into(), mtime, preserve_owners),
+        ArchiveCommand::Validate { file } => validate(&file),
+        ArchiveCommand::Inspect { file } => inspect(&file),
+        ArchiveCommand::Extract {
+            file,
+            dir,
+            rootfs_only,
+            allow_devices,
+        } => extract(&file, &dir, rootfs_only, allow_devices),
+    }
+}
+
+fn build(
+    dir: &Path,
+    output: &Path,
+    compression: Compression,
+    mtime: u64,
+    preserve_owners: bool,
+) -> anyhow::Result<()> {
+    // Write beside the output and rename, so a failed build never leaves a truncated .aci.
+    let parent = match output.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let tmp = tempfile::NamedTempFile::new_in(&parent)
+        .with_context(|| format!("creating a temporary file in {}", parent.display()))?;
+    let opts = WriteOptions {
+        compression,
+        mtime,
+        preserve_owners,
+        xattrs: true,
+    };
+    let mut out = BufWriter::new(tmp.as_file());
+    let id = archive::write_aci(dir, &mut out, &opts)
+        .with_context(|| format!("building an ACI from {}", dir.display()))?;
+    out.flush()
+        .with_context(|| format!("writing {}", output.display()))?;
+    drop(out);
+    tmp.as_file()
+        .sync_all()
+        .with_context(|| format!("writing {}", output.display()))?;
+    tmp.persist(output)
+        .with_context(|| format!("writing {}", output.display()))?;
+    println!("{}: {id}", output.display());
+    Ok(())
+}
+
+fn open(file: &Path) -> anyhow::Result<BufReader<File>> {
+    let f = File::open(file).with_context(|| format!("opening {}", file.display()))?;
+    Ok(BufReader::with_capacity(1 << 20, f))
+}
+
+fn looks_like_json(head: &[u8]) -> bool {
+    head.iter()
+        .find(|b| !b.is_ascii_whitespace())
+        .is_some_and(|&b| b == b'{')
+}
+
+fn validate(file: &Path) -> anyhow::Result<()> {
+    let mut head = Vec::new();
+    open(file)?
+        .take(512)
+        .read_to_end(&mut head)
+        .with_context(|| format!("reading {}", file.display()))?;
+    if looks_like_json(&head) {
+        let json = fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+        let kind = manifest::detect_kind(&json)
+            .with_context(|| format!("{} is not an appc manifest", file.display()))?;
+        match kind {
+            ManifestKind::Image => {
+                let m = manifest::ImageManifest::from_json(&json).with_context(|| {
+                    format!("{} is not a valid Image Manifest", file.display())
+                })?;
+                println!("{}: valid Image Manifest for {}", file.display(), m.name);
+            }
+            ManifestKind::Pod => {
+                let m = manifest::PodManifest::from_json(&json)
+                    .with_context(|| format!("{} is not a valid Pod Manifest", file.display()))?;
+                println!(
+                    "{}: valid Pod Manifest with {} app(s)",
+                    file.display(),
+                    m.apps.len()
+                );
+            }
+        }
+        return Ok(());
+    }
+    let summary = archive::read_aci(open(file)?, &ReadOptions::default())
+        .with_context(|| format!("{} is not a valid ACI", file.display()))?;
+    println!(
+        "{}: valid ACI for {} ({})",
+        file.display(),
+        summary.manifest.name,
+        summary.id
+    );
+    Ok(())
+}
+
+fn inspect(file: &Path) -> anyhow::Result<()> {
+    let summary = archive::read_aci(open(file)?, &ReadOptions::default())
+        .with_context(|| format!("{} is not a valid ACI", file.display()))?;
+    let pretty = serde_json::from_slice::<serde_json::Value>(&summary.manifest_json)
+        .and_then(|v| serde_json::to_string_pretty(&v))
+        .unwrap_or_else(|_| String::from_utf8_lossy(&summary.manifest_json).into_owned());
+    println!("Image ID:    {}", summary.id);
+    println!("Name:        {}", summary.manifest.name);
+    println!("Compression: {}", summary.compression.name());
+    println!("Tar size:    {} bytes, {} entries", summary.tar_size, summary.entries);
+    println!("Manifest:\n{pretty}");
+    Ok(())
+}
+
+fn extract(file: &Path, dir: &Path, rootfs_only: bool, allow_devices: bool) -> anyhow::Result<()> {
+    if let Ok(mut entries) = fs::read_dir(dir)
+        && entries.next().is_some()
+    {
+        bail!(
+            "extracting {} into {}: the target directory is not empty",
+            file.display(),
+            dir.display()
+        );
+    }
+    let mut opts = UnpackOptions::extract();
+    opts.read.allow_devices = allow_devices;
+    opts.layout = if rootfs_only {
+        Layout::RootfsOnly
+    } else {
+        Layout::Image
+    };
+    let summary = archive::unpack(open(file)?, dir, &opts)
+        .with_context(|| format!("extracting {} into {}", file.display(), dir.display()))?;
+    println!("{}: extracted {} into {}", file.display(), summary.id, dir.display());
+    Ok(())
 }

@@ -1,0 +1,207 @@
+//! Hostile archives: each escape kind is refused with an error naming the entry, and nothing is
+//! created or changed outside the unpack target.
+
+mod common;
+
+use aci::archive::{self, ArchiveError, Limits, ReadOptions, UnpackOptions};
+use common::{RawTar, assert_nothing_outside, sandbox};
+
+fn unpack_err(bytes: &[u8], opts: &UnpackOptions) -> (ArchiveError, tempfile::TempDir) {
+    let (sb, target) = sandbox();
+    let err = archive::unpack(bytes, &target, opts).expect_err("hostile archive was accepted");
+    assert_nothing_outside(sb.path());
+    (err, sb)
+}
+
+fn defaults() -> UnpackOptions {
+    UnpackOptions::extract()
+}
+
+#[test]
+fn rejects_absolute_entry_path() {
+    let bytes = RawTar::aci().file("/tmp/evil", b"x").finish();
+    let (err, _sb) = unpack_err(&bytes, &defaults());
+    assert!(matches!(&err, ArchiveError::AbsolutePath { entry } if entry == "/tmp/evil"), "{err}");
+}
+
+#[test]
+fn rejects_parent_dir_component() {
+    let bytes = RawTar::aci().file("rootfs/../../decoy", b"pwned").finish();
+    let (err, _sb) = unpack_err(&bytes, &defaults());
+    assert!(matches!(&err, ArchiveError::ParentComponent { entry } if entry == "rootfs/../../decoy"), "{err}");
+}
+
+#[test]
+fn rejects_symlink_escaping_rootfs() {
+    let bytes = RawTar::aci().symlink("rootfs/esc", "../../decoy").finish();
+    let (err, _sb) = unpack_err(&bytes, &defaults());
+    assert!(matches!(&err, ArchiveError::SymlinkEscape { entry, .. } if entry == "rootfs/esc"), "{err}");
+}
+
+#[test]
+fn rejects_symlink_chain_escaping_through_earlier_link() {
+    // `self -> .` is harmless alone; `up -> self/..` resolves (from the host) to the parent.
+    let bytes = RawTar::aci()
+        .symlink("rootfs/self", ".")
+        .symlink("rootfs/up", "self/..")
+        .finish();
+    let (err, _sb) = unpack_err(&bytes, &defaults());
+    assert!(matches!(&err, ArchiveError::SymlinkEscape { entry, .. } if entry == "rootfs/up"), "{err}");
+}
+
+#[test]
+fn rejects_symlink_redirected_by_a_later_link() {
+    // `up` is checked before `self` exists; the final pass catches it.
+    let bytes = RawTar::aci()
+        .symlink("rootfs/up", "self/..")
+        .symlink("rootfs/self", ".")
+        .finish();
+    let (err, _sb) = unpack_err(&bytes, &defaults());
+    assert!(matches!(&err, ArchiveError::SymlinkEscape { entry, .. } if entry == "rootfs/up"), "{err}");
+}
+
+#[test]
+fn rejects_file_written_through_archive_symlink_dir() {
+    // The link itself stays inside (absolute targets are rootfs-relative), but writing through
+    // it would follow it; a link to `/` outside a chroot is the host's root.
+    let bytes = RawTar::aci()
+        .symlink("rootfs/d", "/")
+        .file("rootfs/d/evil", b"x")
+        .finish();
+    let (err, _sb) = unpack_err(&bytes, &defaults());
+    assert!(matches!(&err, ArchiveError::PathThroughSymlink { entry } if entry == "rootfs/d/evil"), "{err}");
+}
+
+#[test]
+fn never_follows_symlink_already_in_target() {
+    let (sb, target) = sandbox();
+    std::fs::create_dir_all(target.join("rootfs")).unwrap();
+    std::os::unix::fs::symlink(sb.path(), target.join("rootfs/d")).unwrap();
+    let bytes = RawTar::aci().file("rootfs/d/decoy", b"pwned").finish();
+    let err = archive::unpack(&bytes[..], &target, &defaults()).expect_err("wrote through a symlink");
+    assert!(matches!(&err, ArchiveError::PathThroughSymlink { entry } if entry == "rootfs/d/decoy"), "{err}");
+    assert_nothing_outside(sb.path());
+}
+
+#[test]
+fn never_replaces_existing_symlink_file() {
+    let (sb, target) = sandbox();
+    std::fs::create_dir_all(target.join("rootfs")).unwrap();
+    std::os::unix::fs::symlink(sb.path().join("decoy"), target.join("rootfs/f")).unwrap();
+    let bytes = RawTar::aci().file("rootfs/f", b"pwned").finish();
+    let err = archive::unpack(&bytes[..], &target, &defaults()).expect_err("wrote through a symlink");
+    assert!(matches!(&err, ArchiveError::EntryExists { entry } if entry == "rootfs/f"), "{err}");
+    assert_nothing_outside(sb.path());
+}
+
+#[test]
+fn rejects_hardlink_escaping_rootfs() {
+    for target in ["/etc/passwd", "rootfs/../../decoy", "../decoy", "manifest"] {
+        let bytes = RawTar::aci().hardlink("rootfs/h", target).finish();
+        let (err, _sb) = unpack_err(&bytes, &defaults());
+        assert!(matches!(&err, ArchiveError::HardlinkEscape { entry, .. } if entry == "rootfs/h"), "{target}: {err}");
+    }
+}
+
+#[test]
+fn rejects_hardlink_to_entry_not_yet_in_archive() {
+    let bytes = RawTar::aci().hardlink("rootfs/h", "rootfs/later").file("rootfs/later", b"x").finish();
+    let (err, _sb) = unpack_err(&bytes, &defaults());
+    assert!(matches!(&err, ArchiveError::HardlinkEscape { entry, .. } if entry == "rootfs/h"), "{err}");
+}
+
+#[test]
+fn rejects_device_node_unless_allowed() {
+    let bytes = RawTar::aci().chardev("rootfs/mem").finish();
+    let (err, _sb) = unpack_err(&bytes, &defaults());
+    assert!(matches!(&err, ArchiveError::DeviceNode { entry } if entry == "rootfs/mem"), "{err}");
+    assert!(matches!(
+        archive::read_aci(&bytes[..], &ReadOptions::default()),
+        Err(ArchiveError::DeviceNode { .. })
+    ));
+}
+
+#[test]
+fn creates_device_node_when_allowed_as_root() {
+    if !rustix::process::geteuid().is_root() {
+        // mknod needs CAP_MKNOD; the refusal path above is what matters for safety.
+        return;
+    }
+    let bytes = RawTar::aci().chardev("rootfs/null").finish();
+    let (sb, target) = sandbox();
+    let mut opts = defaults();
+    opts.read.allow_devices = true;
+    archive::unpack(&bytes[..], &target, &opts).unwrap();
+    use std::os::unix::fs::FileTypeExt;
+    let md = std::fs::symlink_metadata(target.join("rootfs/null")).unwrap();
+    assert!(md.file_type().is_char_device());
+    assert_nothing_outside(sb.path());
+}
+
+#[test]
+fn rejects_duplicate_entries() {
+    let bytes = RawTar::aci().file("rootfs/a", b"1").file("rootfs/./a", b"2").finish();
+    let (err, _sb) = unpack_err(&bytes, &defaults());
+    assert!(matches!(&err, ArchiveError::Duplicate { entry } if entry == "rootfs/./a"), "{err}");
+    let bytes = RawTar::aci().file("manifest", common::MANIFEST.as_bytes()).finish();
+    let (err, _sb) = unpack_err(&bytes, &defaults());
+    assert!(matches!(&err, ArchiveError::Duplicate { entry } if entry == "manifest"), "{err}");
+}
+
+#[test]
+fn rejects_oversize_entry_and_total() {
+    let mut opts = defaults();
+    opts.read.limits = Limits {
+        max_entry_size: 10,
+        max_total_size: 15,
+        ..Limits::default()
+    };
+    let bytes = RawTar::aci().file("rootfs/big", &[0u8; 11]).finish();
+    let (err, _sb) = unpack_err(&bytes, &opts);
+    assert!(matches!(&err, ArchiveError::EntryTooLarge { entry, size: 11, limit: 10 } if entry == "rootfs/big"), "{err}");
+    let bytes = RawTar::aci().file("rootfs/a", &[0u8; 10]).file("rootfs/b", &[0u8; 10]).finish();
+    let (err, _sb) = unpack_err(&bytes, &opts);
+    assert!(matches!(&err, ArchiveError::TotalSizeExceeded { entry, .. } if entry == "rootfs/b"), "{err}");
+    opts.read.limits = Limits {
+        max_entries: 3,
+        ..Limits::default()
+    };
+    let bytes = RawTar::aci().file("rootfs/a", b"").file("rootfs/b", b"").finish();
+    let (err, _sb) = unpack_err(&bytes, &opts);
+    assert!(matches!(err, ArchiveError::TooManyEntries { limit: 3 }), "{err}");
+}
+
+#[test]
+fn rejects_entries_outside_layout_and_missing_parts() {
+    let bytes = RawTar::aci().file("rootfsx/a", b"").finish();
+    assert!(matches!(
+        archive::read_aci(&bytes[..], &ReadOptions::default()),
+        Err(ArchiveError::OutsideLayout { entry }) if entry == "rootfsx/a"
+    ));
+    let bytes = RawTar::new().dir("rootfs/").finish();
+    assert!(matches!(
+        archive::read_aci(&bytes[..], &ReadOptions::default()),
+        Err(ArchiveError::MissingManifest)
+    ));
+    let bytes = RawTar::new().file("manifest", common::MANIFEST.as_bytes()).file("rootfs/a", b"").finish();
+    assert!(matches!(
+        archive::read_aci(&bytes[..], &ReadOptions::default()),
+        Err(ArchiveError::MissingRootfs)
+    ));
+    let bytes = RawTar::new().file("manifest", b"{}").dir("rootfs").finish();
+    assert!(matches!(
+        archive::read_aci(&bytes[..], &ReadOptions::default()),
+        Err(ArchiveError::InvalidManifest(_))
+    ));
+}
+
+#[test]
+fn accepts_dot_slash_names_like_go() {
+    let bytes = RawTar::new()
+        .file("./manifest", common::MANIFEST.as_bytes())
+        .dir("./rootfs/")
+        .file("./rootfs/a", b"x")
+        .finish();
+    let s = archive::read_aci(&bytes[..], &ReadOptions::default()).unwrap();
+    assert_eq!(s.manifest.name, "example.com/test");
+}

@@ -1,0 +1,571 @@
+//! Discovery and fetch against local HTTP and HTTPS servers started by each test: meta pages,
+//! walking up the path, 404s, redirects, size limits, ETag reuse, retries, the trust check on
+//! fetched images and HTTPS with a CA made at test time. Host names resolve through the
+//! client's resolver seam, so `example.com` here is always 127.0.0.1.
+
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use aci::discovery::{
+    self, App, FetchError, FetchOptions, HttpClient, HttpError, HttpOptions, Resolver,
+    RootCertificates,
+};
+use aci::sign::SecretKey;
+use aci::trust::{InsecureOptions, TrustError, TrustScope, TrustStore, Verified};
+
+/// What the test server answers for one request.
+#[derive(Clone)]
+struct Reply {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+fn reply(status: u16, body: impl Into<Vec<u8>>) -> Reply {
+    Reply {
+        status,
+        headers: Vec::new(),
+        body: body.into(),
+    }
+}
+
+impl Reply {
+    fn header(mut self, k: &str, v: &str) -> Reply {
+        self.headers.push((k.into(), v.into()));
+        self
+    }
+}
+
+type Handler = dyn Fn(&str, Option<&str>, usize) -> Reply + Send + Sync;
+
+/// A plain HTTP server on 127.0.0.1 answering from `handler(path+query, If-None-Match, nth
+/// request for this path)`, recording every path+query it is asked for.
+struct Server {
+    addr: SocketAddr,
+    log: Arc<Mutex<Vec<String>>>,
+    _thread: std::thread::JoinHandle<()>,
+}
+
+impl Server {
+    fn start(
+        handler: impl Fn(&str, Option<&str>, usize) -> Reply + Send + Sync + 'static,
+    ) -> Server {
+        let server = tiny_http::Server::http("127.0.0.1:0").unwrap();
+        let addr = server.server_addr().to_ip().unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let log2 = log.clone();
+        let handler: Arc<Handler> = Arc::new(handler);
+        let thread = std::thread::spawn(move || {
+            let mut counts: HashMap<String, usize> = HashMap::new();
+            // Bounded: the server stops on its own after a few seconds idle.
+            while let Ok(Some(req)) = server.recv_timeout(Duration::from_secs(10)) {
+                let url = req.url().to_string();
+                let inm = req
+                    .headers()
+                    .iter()
+                    .find(|h| h.field.equiv("If-None-Match"))
+                    .map(|h| h.value.as_str().to_string());
+                let n = counts.entry(url.clone()).or_default();
+                *n += 1;
+                log2.lock().unwrap().push(url.clone());
+                let r = handler(&url, inm.as_deref(), *n);
+                let mut resp = tiny_http::Response::from_data(r.body).with_status_code(r.status);
+                for (k, v) in r.headers {
+                    resp.add_header(
+                        tiny_http::Header::from_bytes(k.as_bytes(), v.as_bytes()).unwrap(),
+                    );
+                }
+                let _ = req.respond(resp);
+            }
+        });
+        Server {
+            addr,
+            log,
+            _thread: thread,
+        }
+    }
+
+    fn requests(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
+    }
+}
+
+/// Every name resolves to the test server; port 443 goes to a closed port so an HTTPS attempt
+/// fails fast and plain HTTP (allowed in these tests) is tried next.
+struct ToServer {
+    http: SocketAddr,
+    https: Option<SocketAddr>,
+}
+
+impl Resolver for ToServer {
+    fn resolve(&self, _host: &str, port: u16) -> io::Result<Vec<SocketAddr>> {
+        Ok(vec![match (port, self.https) {
+            (443, Some(tls)) => tls,
+            (443, None) => SocketAddr::from(([127, 0, 0, 1], 1)),
+            _ => self.http,
+        }])
+    }
+}
+
+fn client_for(server: &Server, tweak: impl FnOnce(&mut HttpOptions)) -> HttpClient {
+    let mut opts = HttpOptions {
+        allow_http: true,
+        retries: 0,
+        backoff: Duration::from_millis(10),
+        timeout: Duration::from_secs(10),
+        resolver: Some(Arc::new(ToServer {
+            http: server.addr,
+            https: None,
+        })),
+        ..HttpOptions::default()
+    };
+    tweak(&mut opts);
+    HttpClient::new(opts).unwrap()
+}
+
+fn page(prefix: &str, template: &str) -> String {
+    format!(
+        "<html><head><meta name=\"ac-discovery\" content=\"{prefix} {template}\">\
+         <meta name=\"ac-discovery-pubkeys\" content=\"{prefix} http://example.com/key.pub\"></head></html>"
+    )
+}
+
+#[test]
+fn discovers_image_signature_and_key_urls() {
+    let server = Server::start(|url, _, _| match url {
+        "/app?ac-discovery=1" => reply(
+            200,
+            page(
+                "example.com",
+                "http://example.com/{name}-{version}-{os}-{arch}.{ext}",
+            ),
+        ),
+        _ => reply(404, "no"),
+    });
+    let app = App::parse("example.com/app:1.0,os=linux,arch=amd64").unwrap();
+    let found = discovery::discover(&app, &client_for(&server, |_| {})).unwrap();
+    assert_eq!(found.images.len(), 1);
+    assert_eq!(
+        found.images[0].aci,
+        "http://example.com/example.com/app-1.0-linux-amd64.aci"
+    );
+    assert_eq!(
+        found.images[0].signature,
+        "http://example.com/example.com/app-1.0-linux-amd64.aci.minisig"
+    );
+    assert_eq!(
+        found.public_keys,
+        vec!["http://example.com/key.pub".to_string()]
+    );
+}
+
+#[test]
+fn walks_up_the_path_on_404_and_on_pages_without_matching_tags() {
+    let server = Server::start(|url, _, _| match url {
+        "/a/b?ac-discovery=1" => reply(404, "missing"),
+        "/a?ac-discovery=1" => reply(200, page("other.org", "http://x/{name}.{ext}")),
+        "/?ac-discovery=1" => reply(
+            200,
+            page("example.com/a", "http://example.com/{name}.{ext}"),
+        ),
+        _ => reply(404, ""),
+    });
+    let app = App::parse("example.com/a/b").unwrap();
+    let found = discovery::discover(&app, &client_for(&server, |_| {})).unwrap();
+    assert_eq!(
+        found.images[0].aci,
+        "http://example.com/example.com/a/b.aci"
+    );
+    assert_eq!(
+        server.requests(),
+        [
+            "/a/b?ac-discovery=1",
+            "/a?ac-discovery=1",
+            "/?ac-discovery=1"
+        ]
+    );
+}
+
+#[test]
+fn reports_every_attempt_when_nothing_is_found() {
+    let server = Server::start(|_, _, _| reply(404, "no"));
+    let app = App::parse("example.com/a").unwrap();
+    let err = discovery::discover(&app, &client_for(&server, |_| {})).unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("example.com/a") && text.contains("404"),
+        "{text}"
+    );
+    // https and http for each of the two path levels.
+    assert_eq!(server.requests().len(), 2);
+}
+
+#[test]
+fn follows_redirects_but_not_endlessly() {
+    let server = Server::start(|url, _, _| match url {
+        "/app?ac-discovery=1" => reply(302, "").header("Location", "/moved/page.html"),
+        "/moved/page.html" => reply(200, page("example.com", "http://example.com/{name}.{ext}")),
+        "/loop" => reply(301, "").header("Location", "/loop"),
+        _ => reply(404, ""),
+    });
+    let client = client_for(&server, |o| o.max_redirects = 3);
+    let found = discovery::discover(&App::parse("example.com/app").unwrap(), &client).unwrap();
+    assert_eq!(found.page, "http://example.com/moved/page.html");
+    let err = client
+        .get_bytes("http://example.com/loop", 100)
+        .unwrap_err();
+    assert!(
+        matches!(err, HttpError::TooManyRedirects { max: 3, .. }),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn refuses_plain_http_unless_allowed() {
+    let server = Server::start(|_, _, _| reply(200, "x"));
+    let strict = client_for(&server, |o| o.allow_http = false);
+    let err = strict.get_bytes("http://example.com/x", 100).unwrap_err();
+    assert!(matches!(err, HttpError::InsecureScheme { .. }), "{err:?}");
+    assert!(server.requests().is_empty());
+}
+
+#[test]
+fn refuses_bodies_over_the_size_limit() {
+    let server = Server::start(|_, _, _| reply(200, vec![b'x'; 10_000]).header("ETag", "\"big\""));
+    let cache = tempfile::tempdir().unwrap();
+    let client = client_for(&server, |o| o.cache_dir = Some(cache.path().to_path_buf()));
+    let err = client
+        .get_bytes("http://example.com/big", 9_999)
+        .unwrap_err();
+    assert!(
+        matches!(err, HttpError::TooLarge { limit: 9_999, .. }),
+        "{err:?}"
+    );
+    // Nothing partial is left in the cache.
+    assert_eq!(std::fs::read_dir(cache.path()).unwrap().count(), 0);
+    assert_eq!(
+        client
+            .get_bytes("http://example.com/big", 10_000)
+            .unwrap()
+            .0
+            .len(),
+        10_000
+    );
+}
+
+#[test]
+fn reuses_the_cached_copy_when_the_server_answers_304() {
+    let server = Server::start(|_, inm, _| match inm {
+        Some("\"v1\"") => reply(304, ""),
+        _ => reply(200, "fresh body").header("ETag", "\"v1\""),
+    });
+    let cache = tempfile::tempdir().unwrap();
+    let client = client_for(&server, |o| o.cache_dir = Some(cache.path().to_path_buf()));
+    let (body, first) = client
+        .get_bytes("http://example.com/img.aci", 1000)
+        .unwrap();
+    assert_eq!(
+        (body.as_slice(), first.from_cache),
+        (&b"fresh body"[..], false)
+    );
+    let (body, second) = client
+        .get_bytes("http://example.com/img.aci", 1000)
+        .unwrap();
+    assert_eq!(
+        (body.as_slice(), second.from_cache),
+        (&b"fresh body"[..], true)
+    );
+    assert_eq!(server.requests().len(), 2);
+}
+
+#[test]
+fn retries_server_errors_with_a_bounded_number_of_attempts() {
+    let server = Server::start(|url, _, n| match url {
+        "/flaky" if n <= 2 => reply(503, "busy"),
+        "/flaky" => reply(200, "ok"),
+        _ => reply(500, "down"),
+    });
+    let client = client_for(&server, |o| o.retries = 2);
+    assert_eq!(
+        client.get_bytes("http://example.com/flaky", 100).unwrap().0,
+        b"ok"
+    );
+    let err = client
+        .get_bytes("http://example.com/down", 100)
+        .unwrap_err();
+    assert_eq!(err.status(), Some(500));
+    let downs = server.requests().iter().filter(|r| *r == "/down").count();
+    assert_eq!(downs, 3, "one attempt and two retries");
+}
+
+#[test]
+fn does_not_retry_client_errors() {
+    let server = Server::start(|_, _, _| reply(404, ""));
+    let client = client_for(&server, |o| o.retries = 3);
+    assert_eq!(
+        client
+            .get_bytes("http://example.com/x", 100)
+            .unwrap_err()
+            .status(),
+        Some(404)
+    );
+    assert_eq!(server.requests().len(), 1);
+}
+
+/// A gzip-less (plain tar) ACI with `name` and labels.
+fn make_aci(name: &str, labels: &[(&str, &str)]) -> Vec<u8> {
+    let labels: Vec<String> = labels
+        .iter()
+        .map(|(k, v)| format!("{{\"name\":\"{k}\",\"value\":\"{v}\"}}"))
+        .collect();
+    let manifest = format!(
+        "{{\"acKind\":\"ImageManifest\",\"acVersion\":\"0.8.11\",\"name\":\"{name}\",\"labels\":[{}]}}",
+        labels.join(",")
+    );
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_ustar();
+    h.set_size(manifest.len() as u64);
+    h.set_mode(0o644);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(0);
+    h.set_entry_type(tar::EntryType::Regular);
+    b.append_data(&mut h, "manifest", manifest.as_bytes())
+        .unwrap();
+    let mut d = tar::Header::new_ustar();
+    d.set_size(0);
+    d.set_mode(0o755);
+    d.set_uid(0);
+    d.set_gid(0);
+    d.set_mtime(0);
+    d.set_entry_type(tar::EntryType::Directory);
+    b.append_data(&mut d, "rootfs/", io::empty()).unwrap();
+    b.into_inner().unwrap()
+}
+
+struct Published {
+    server: Server,
+    key: SecretKey,
+    trust: tempfile::TempDir,
+    out: tempfile::TempDir,
+}
+
+/// Serves a discovery page, `aci` and (if `signed`) its signature made with a fresh key that
+/// is trusted for `example.com`.
+fn publish(aci: Vec<u8>, signature_over: Option<Vec<u8>>) -> Published {
+    let key = SecretKey::generate().unwrap();
+    let sig = signature_over.map(|b| key.sign(&b, "test").unwrap().to_minisign());
+    let server = Server::start(move |url, _, _| match url {
+        "/app?ac-discovery=1" => reply(
+            200,
+            page(
+                "example.com",
+                "http://example.com/images/{name}-{version}.{ext}",
+            ),
+        ),
+        "/images/example.com/app-1.0.aci" => reply(200, aci.clone()),
+        "/images/example.com/app-1.0.aci.minisig" => match &sig {
+            Some(s) => reply(200, s.clone()),
+            None => reply(404, ""),
+        },
+        _ => reply(404, ""),
+    });
+    let trust = tempfile::tempdir().unwrap();
+    TrustStore::new(trust.path())
+        .add(&TrustScope::Prefix("example.com".into()), &key.public_key())
+        .unwrap();
+    Published {
+        server,
+        key,
+        trust,
+        out: tempfile::tempdir().unwrap(),
+    }
+}
+
+fn fetch(
+    p: &Published,
+    app: &str,
+    insecure: InsecureOptions,
+) -> (
+    Result<discovery::FetchedImage, FetchError>,
+    std::path::PathBuf,
+) {
+    let dest = p.out.path().join("app.aci");
+    let opts = FetchOptions {
+        insecure,
+        ..FetchOptions::default()
+    };
+    let r = discovery::fetch_image(
+        &App::parse(app).unwrap(),
+        &client_for(&p.server, |_| {}),
+        &TrustStore::new(p.trust.path()),
+        &dest,
+        &opts,
+    );
+    (r, dest)
+}
+
+#[test]
+fn fetch_returns_a_verified_image_that_matches_the_request() {
+    let aci = make_aci("example.com/app", &[("version", "1.0"), ("os", "linux")]);
+    let p = publish(aci.clone(), Some(aci.clone()));
+    let (r, dest) = fetch(
+        &p,
+        "example.com/app:1.0,os=linux",
+        InsecureOptions::default(),
+    );
+    let got = r.unwrap();
+    assert_eq!(got.verified.key_id(), Some(p.key.id()));
+    assert!(got.image_id.starts_with("sha512-"));
+    assert_eq!(std::fs::read(&dest).unwrap(), aci);
+}
+
+#[test]
+fn fetch_refuses_a_tampered_image_and_removes_it() {
+    let aci = make_aci("example.com/app", &[("version", "1.0")]);
+    let mut other = aci.clone();
+    other[600] ^= 1; // inside the manifest's padding: still a valid tar
+    let p = publish(other, Some(aci));
+    let (r, dest) = fetch(&p, "example.com/app:1.0", InsecureOptions::default());
+    assert!(
+        matches!(r, Err(FetchError::Trust(TrustError::BadSignature { .. }))),
+        "{r:?}"
+    );
+    assert!(!dest.exists(), "a refused image must not be left behind");
+}
+
+#[test]
+fn fetch_refuses_an_unsigned_image_unless_explicitly_allowed() {
+    let aci = make_aci("example.com/app", &[("version", "1.0")]);
+    let p = publish(aci, None);
+    let (r, dest) = fetch(&p, "example.com/app:1.0", InsecureOptions::default());
+    assert!(
+        matches!(r, Err(FetchError::Trust(TrustError::Unsigned { .. }))),
+        "{r:?}"
+    );
+    assert!(!dest.exists());
+    let insecure = InsecureOptions {
+        allow_unsigned: true,
+        allow_http: true,
+    };
+    let (r, dest) = fetch(&p, "example.com/app:1.0", insecure);
+    assert_eq!(r.unwrap().verified, Verified::UnsignedAllowed);
+    assert!(dest.exists());
+}
+
+#[test]
+fn fetch_refuses_an_image_whose_manifest_does_not_match_the_request() {
+    // Correctly signed, but it is another image (or another version) than the one requested.
+    for (name, version) in [("example.com/other", "1.0"), ("example.com/app", "2.0")] {
+        let aci = make_aci(name, &[("version", version)]);
+        let p = publish(aci.clone(), Some(aci));
+        let (r, dest) = fetch(&p, "example.com/app:1.0", InsecureOptions::default());
+        assert!(
+            matches!(r, Err(FetchError::Mismatch { .. })),
+            "{name} {version}: {r:?}"
+        );
+        assert!(!dest.exists());
+    }
+}
+
+// ---- HTTPS with a CA generated for the test ----
+
+/// Serves `body` for every request over TLS with a certificate for example.com signed by a
+/// fresh CA; returns the CA's DER and the address. Handles `n` connections, then stops.
+fn tls_server(body: &'static str, n: usize) -> (Vec<u8>, SocketAddr, std::thread::JoinHandle<()>) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let leaf_key = rcgen::KeyPair::generate().unwrap();
+    let leaf = rcgen::CertificateParams::new(vec!["example.com".to_string()])
+        .unwrap()
+        .signed_by(&leaf_key, &ca, &ca_key)
+        .unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = Arc::new(
+        rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![leaf.der().clone()],
+                rustls::pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into()),
+            )
+            .unwrap(),
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let served = Arc::new(AtomicUsize::new(0));
+    let thread = std::thread::spawn(move || {
+        for stream in listener.incoming().take(n) {
+            let Ok(tcp) = stream else { continue };
+            let _ = tcp.set_read_timeout(Some(Duration::from_secs(5)));
+            let conn = rustls::ServerConnection::new(config.clone()).unwrap();
+            let mut tls = rustls::StreamOwned::new(conn, tcp);
+            let mut req = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                match tls.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(k) => req.extend_from_slice(&buf[..k]),
+                }
+            }
+            if req.is_empty() {
+                continue; // the client refused our certificate
+            }
+            served.fetch_add(1, Ordering::SeqCst);
+            let _ = write!(
+                tls,
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            tls.conn.send_close_notify();
+            let _ = tls.flush();
+        }
+    });
+    (ca.der().to_vec(), addr, thread)
+}
+
+fn https_client(tls: SocketAddr, roots: RootCertificates) -> HttpClient {
+    HttpClient::new(HttpOptions {
+        retries: 0,
+        roots,
+        resolver: Some(Arc::new(ToServer {
+            http: SocketAddr::from(([127, 0, 0, 1], 1)),
+            https: Some(tls),
+        })),
+        ..HttpOptions::default()
+    })
+    .unwrap()
+}
+
+#[test]
+fn discovers_over_https_with_a_private_ca() {
+    let body =
+        "<meta name=\"ac-discovery\" content=\"example.com https://example.com/{name}.{ext}\">";
+    let (ca, addr, thread) = tls_server(body, 1);
+    let client = https_client(addr, RootCertificates::Only(vec![ca]));
+    let found = discovery::discover(&App::parse("example.com/app").unwrap(), &client).unwrap();
+    assert_eq!(
+        found.images[0].aci,
+        "https://example.com/example.com/app.aci"
+    );
+    thread.join().unwrap();
+}
+
+#[test]
+fn refuses_https_servers_whose_certificate_is_not_trusted() {
+    let (_ca, addr, thread) = tls_server("x", 1);
+    // Trusts another CA only.
+    let (other_ca, _, other) = tls_server("x", 0);
+    let client = https_client(addr, RootCertificates::Only(vec![other_ca]));
+    let err = client.get_bytes("https://example.com/", 100).unwrap_err();
+    assert!(matches!(err, HttpError::Transport { .. }), "{err:?}");
+    thread.join().unwrap();
+    other.join().unwrap();
+}

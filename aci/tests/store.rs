@@ -1,0 +1,287 @@
+//! The image store: insertion (including a SIGKILL half-way), look-up, rendering in appc order
+//! with whitelists, and garbage collection.
+
+mod common;
+
+use std::io::Read;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use aci::archive::ImageId;
+use aci::store::{Store, StoreError, StoreOnly};
+use common::{RawTar, manifest_named};
+
+fn aci(manifest: &str, build: impl FnOnce(&mut RawTar)) -> Vec<u8> {
+    let mut t = RawTar::new();
+    t.file("manifest", manifest.as_bytes()).dir("rootfs/");
+    build(&mut t);
+    t.finish()
+}
+
+fn names_in(dir: &Path) -> Vec<String> {
+    common::tree(dir)
+}
+
+#[test]
+fn insert_then_get_by_full_id_and_prefix() {
+    let root = tempfile::tempdir().unwrap();
+    let store = Store::open(root.path()).unwrap();
+    let bytes = aci(common::MANIFEST, |t| {
+        t.file("rootfs/a", b"a");
+    });
+    let rec = store.insert(&bytes[..]).unwrap();
+    assert_eq!(rec.name, "example.com/test");
+    assert_eq!(rec.size, bytes.len() as u64);
+    assert_eq!(store.get(rec.id.as_str()).unwrap(), rec);
+    assert_eq!(store.get(&rec.id.as_str()[..20]).unwrap().id, rec.id);
+    assert_eq!(store.get(&rec.id.hex()[..12]).unwrap().id, rec.id);
+    let mut blob = Vec::new();
+    store.open_blob(&rec.id).unwrap().read_to_end(&mut blob).unwrap();
+    assert_eq!(blob, bytes, "the blob must be the bytes as received");
+    // Inserting again is a no-op that returns the same image.
+    assert_eq!(store.insert(&bytes[..]).unwrap().id, rec.id);
+    assert_eq!(store.list().unwrap().len(), 1);
+}
+
+#[test]
+fn ambiguous_prefix_is_an_error() {
+    let root = tempfile::tempdir().unwrap();
+    let store = Store::open(root.path()).unwrap();
+    // 17 images: two share their first hex digit (pigeonhole).
+    let mut ids = Vec::new();
+    for i in 0..17 {
+        let bytes = aci(common::MANIFEST, |t| {
+            t.file("rootfs/n", format!("{i}").as_bytes());
+        });
+        ids.push(store.insert(&bytes[..]).unwrap().id);
+    }
+    let first = ids
+        .iter()
+        .map(|id| &id.hex()[..1])
+        .find(|p| ids.iter().filter(|id| id.hex().starts_with(*p)).count() > 1)
+        .unwrap();
+    assert!(matches!(store.get(first), Err(StoreError::Ambiguous { count, .. }) if count > 1));
+}
+
+#[test]
+fn invalid_aci_leaves_nothing_in_store() {
+    let root = tempfile::tempdir().unwrap();
+    let store = Store::open(root.path()).unwrap();
+    let bad = RawTar::aci().file("rootfs/../x", b"").finish();
+    assert!(matches!(store.insert(&bad[..]), Err(StoreError::InsertInvalid(_))));
+    assert!(names_in(&root.path().join("images")).is_empty());
+}
+
+#[test]
+fn find_picks_highest_version_or_exact_labels() {
+    let root = tempfile::tempdir().unwrap();
+    let store = Store::open(root.path()).unwrap();
+    for v in ["1.9.0", "1.10.0", "1.2.0"] {
+        let m = manifest_named("example.com/app", &[("version", v), ("os", "linux")], "");
+        store.insert(&aci(&m, |_| {})[..]).unwrap();
+    }
+    let latest = store.find("example.com/app", &[]).unwrap();
+    assert_eq!(latest.label("version"), Some("1.10.0"));
+    let exact = store
+        .find("example.com/app", &[("version".into(), "1.9.0".into()), ("os".into(), "linux".into())])
+        .unwrap();
+    assert_eq!(exact.label("version"), Some("1.9.0"));
+    assert!(matches!(
+        store.find("example.com/app", &[("os".into(), "freebsd".into())]),
+        Err(StoreError::NoMatch { .. })
+    ));
+}
+
+/// Yields `data` slowly so the parent can kill the inserting process mid-way.
+struct Slow<'a>(&'a [u8]);
+
+impl Read for Slow<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        std::thread::sleep(Duration::from_millis(20));
+        let n = buf.len().min(4096).min(self.0.len());
+        buf[..n].copy_from_slice(&self.0[..n]);
+        self.0 = &self.0[n..];
+        Ok(n)
+    }
+}
+
+const CRASH_ENV: &str = "ACI_STORE_CRASH_CHILD";
+
+fn big_aci() -> Vec<u8> {
+    aci(common::MANIFEST, |t| {
+        t.file("rootfs/big", &vec![7u8; 2 << 20]);
+    })
+}
+
+/// Not a test of its own: the body of the child process `killed_insert_leaves_no_partial_image`
+/// starts. Without the variable it does nothing.
+#[test]
+fn crash_child_inserts_slowly() {
+    let Ok(root) = std::env::var(CRASH_ENV) else { return };
+    let store = Store::open(&root).unwrap();
+    let bytes = big_aci();
+    store.insert(Slow(&bytes)).unwrap();
+    panic!("the parent should have killed this insert before it finished");
+}
+
+#[test]
+fn killed_insert_leaves_no_partial_image_and_store_reopens_clean() {
+    let root = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "crash_child_inserts_slowly", "--nocapture", "--test-threads=1"])
+        .env(CRASH_ENV, root.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let images = root.path().join("images");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    // Wait until the child has written a good part of its temp file, then SIGKILL it.
+    loop {
+        assert!(Instant::now() < deadline, "child never started writing");
+        assert!(child.try_wait().unwrap().is_none(), "child exited before the kill");
+        let partial = std::fs::read_dir(&images).ok().and_then(|rd| {
+            rd.flatten()
+                .find(|e| e.file_name().to_string_lossy().starts_with(".tmp-") && e.metadata().is_ok_and(|m| m.size() > 256 * 1024))
+        });
+        if partial.is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    assert!(names_in(&images).iter().any(|n| n.starts_with(".tmp-")), "the kill should leave a temp file behind");
+
+    let store = Store::open(root.path()).unwrap();
+    assert!(store.list().unwrap().is_empty(), "a partial image is visible");
+    assert!(names_in(&images).is_empty(), "stale temp files survived open: {:?}", names_in(&images));
+    // And the store works afterwards.
+    let rec = store.insert(&big_aci()[..]).unwrap();
+    assert_eq!(store.list().unwrap(), vec![rec]);
+}
+
+#[test]
+fn open_keeps_temp_files_of_live_writers() {
+    let root = tempfile::tempdir().unwrap();
+    Store::open(root.path()).unwrap();
+    let tmp = root.path().join("images/.tmp-live.aci");
+    let f = std::fs::File::create(&tmp).unwrap();
+    rustix::fs::flock(&f, rustix::fs::FlockOperation::LockExclusive).unwrap();
+    Store::open(root.path()).unwrap();
+    assert!(tmp.exists(), "a locked (in-progress) temp file was removed");
+    drop(f);
+    Store::open(root.path()).unwrap();
+    assert!(!tmp.exists());
+}
+
+fn insert(store: &Store, m: &str, build: impl FnOnce(&mut RawTar)) -> ImageId {
+    store.insert(&aci(m, build)[..]).unwrap().id
+}
+
+fn deps(list: &[&str]) -> String {
+    let d: Vec<String> = list.iter().map(|n| format!(r#"{{"imageName":"{n}"}}"#)).collect();
+    format!(r#","dependencies":[{}]"#, d.join(","))
+}
+
+#[test]
+fn render_applies_dependencies_depth_first_with_image_last() {
+    // A -> [B, C], C -> [D]: overwrite order B, D, C, A.
+    let root = tempfile::tempdir().unwrap();
+    let store = Store::open(root.path()).unwrap();
+    let b = insert(&store, &manifest_named("t/b", &[], ""), |t| {
+        t.file("rootfs/f1", b"B").file("rootfs/only-b", b"B");
+    });
+    let d = insert(&store, &manifest_named("t/d", &[], ""), |t| {
+        t.file("rootfs/f1", b"D").file("rootfs/f2", b"D");
+    });
+    let c = insert(&store, &manifest_named("t/c", &[], &deps(&["t/d"])), |t| {
+        t.file("rootfs/f2", b"C").file("rootfs/f3", b"C");
+    });
+    let a = insert(&store, &manifest_named("t/a", &[], &deps(&["t/b", "t/c"])), |t| {
+        t.file("rootfs/f3", b"A");
+    });
+    let tree = store.render(&a, &mut StoreOnly).unwrap();
+    assert_eq!(tree.layers, vec![b, d, c, a.clone()]);
+    let read = |p: &str| std::fs::read_to_string(tree.path.join(p)).unwrap();
+    assert_eq!((read("f1"), read("f2"), read("f3"), read("only-b")), ("D".into(), "C".into(), "A".into(), "B".into()));
+    // Rendering again reuses the tree.
+    assert_eq!(store.render(&a, &mut StoreOnly).unwrap().path, tree.path);
+    assert_eq!(store.trees().unwrap().len(), 1);
+}
+
+#[test]
+fn render_replaces_symlink_to_dir_instead_of_following_it() {
+    let root = tempfile::tempdir().unwrap();
+    let store = Store::open(root.path()).unwrap();
+    insert(&store, &manifest_named("t/base", &[], ""), |t| {
+        t.dir("rootfs/usr/").dir("rootfs/usr/lib/").symlink("rootfs/lib", "usr/lib").dir("rootfs/d/").file("rootfs/d/inner", b"x");
+    });
+    let top = insert(&store, &manifest_named("t/top", &[], &deps(&["t/base"])), |t| {
+        t.dir("rootfs/lib/").file("rootfs/lib/y", b"y").file("rootfs/d", b"file over dir");
+    });
+    let tree = store.render(&top, &mut StoreOnly).unwrap();
+    let lib = std::fs::symlink_metadata(tree.path.join("lib")).unwrap();
+    assert!(lib.is_dir(), "symlink was kept or followed");
+    assert!(tree.path.join("lib/y").exists());
+    assert!(!tree.path.join("usr/lib/y").exists(), "write went through the lower layer's symlink");
+    assert_eq!(std::fs::read(tree.path.join("d")).unwrap(), b"file over dir");
+}
+
+#[test]
+fn path_whitelist_of_parent_filters_dependencies_but_keeps_dirs() {
+    let root = tempfile::tempdir().unwrap();
+    let store = Store::open(root.path()).unwrap();
+    insert(&store, &manifest_named("t/dep", &[], ""), |t| {
+        t.file("rootfs/b-keep", b"").file("rootfs/b-drop", b"").dir("rootfs/bdir/").file("rootfs/bdir/x", b"");
+    });
+    let top = insert(
+        &store,
+        &manifest_named("t/top", &[], &format!(r#"{},"pathWhitelist":["/b-keep","/keep"]"#, deps(&["t/dep"]))),
+        |t| {
+            t.file("rootfs/keep", b"").file("rootfs/drop", b"");
+        },
+    );
+    let tree = store.render(&top, &mut StoreOnly).unwrap();
+    let mut got = names_in(&tree.path);
+    got.sort();
+    assert_eq!(got, vec!["b-keep", "bdir", "keep"]);
+}
+
+#[test]
+fn dependency_with_wrong_image_id_is_refused() {
+    let root = tempfile::tempdir().unwrap();
+    let store = Store::open(root.path()).unwrap();
+    let other = insert(&store, &manifest_named("t/other", &[], ""), |_| {});
+    let top = insert(
+        &store,
+        &manifest_named("t/top", &[], &format!(r#","dependencies":[{{"imageName":"t/dep","imageID":"{other}"}}]"#)),
+        |_| {},
+    );
+    assert!(matches!(store.render(&top, &mut StoreOnly), Err(StoreError::DependencyMismatch { .. })));
+}
+
+#[test]
+fn gc_removes_images_and_trees_not_reachable_from_roots() {
+    let root = tempfile::tempdir().unwrap();
+    let store = Store::open(root.path()).unwrap();
+    let base = insert(&store, &manifest_named("t/base", &[], ""), |t| {
+        t.file("rootfs/base", b"");
+    });
+    let app = insert(&store, &manifest_named("t/app", &[], &deps(&["t/base"])), |_| {});
+    let stray = insert(&store, &manifest_named("t/stray", &[], ""), |_| {});
+    store.render(&app, &mut StoreOnly).unwrap();
+    store.render(&stray, &mut StoreOnly).unwrap();
+
+    let report = store.gc(std::slice::from_ref(&app)).unwrap();
+    assert_eq!(report.removed_images, vec![stray.clone()]);
+    assert_eq!(report.removed_trees.len(), 1);
+    let left: Vec<ImageId> = store.list().unwrap().into_iter().map(|r| r.id).collect();
+    assert!(left.contains(&app) && left.contains(&base) && !left.contains(&stray));
+    assert_eq!(store.trees().unwrap().len(), 1);
+
+    let report = store.gc(&[]).unwrap();
+    assert_eq!(report.removed_images.len(), 2);
+    assert!(store.list().unwrap().is_empty() && store.trees().unwrap().is_empty());
+}

@@ -1,0 +1,276 @@
+//! Console output: every line init prints, and the marker contract tests rely on.
+//!
+//! # Console contract
+//!
+//! The QEMU boot tests and operators grep the serial console for these exact lines. Keep them
+//! stable; a change here is a change to a public interface. `<...>` is a placeholder.
+//!
+//! ```text
+//! init: hostos-init <version> (<arch>) started <secs, 3 decimals> s after kernel start
+//! init: hostname set to <hostname>
+//! init: watching <path> (<device name>) for the power button
+//! init: ready
+//! init: shutdown requested by <reason>
+//! init: sending SIGTERM to all processes
+//! init: sending SIGKILL to all processes
+//! init: syncing filesystems
+//! init: unmounting filesystems
+//! init: powering off
+//! init: rebooting
+//! init: fatal: <error chain joined with ": ">
+//! init: warning: <message>
+//! ```
+//!
+//! `<reason>` is one of `SIGTERM`, `SIGINT (ctrl-alt-del)`, `SIGPWR` or
+//! `power button (<device name>)`. `init: ready` comes after the early mounts, the hostname and
+//! the first power-button scan. `init: sending SIGKILL to all processes` appears only when some
+//! process outlived the grace period. A fatal error prints `init: fatal: ...` and then
+//! `init: powering off` or `init: rebooting`, per the declaration's `init.on_fatal`.
+//!
+//! Each line reaches the console in a single `write(2)` so that lines from init and from
+//! processes sharing the console never interleave mid-line.
+
+use std::fmt;
+use std::io::{self, Write};
+use std::os::fd::{IntoRawFd, RawFd};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::PathBuf;
+
+use nix::errno::Errno;
+use nix::fcntl::{FcntlArg, FdFlag, fcntl};
+
+/// The kernel console (the serial port, given `console=ttyS0` / `console=ttyAMA0`).
+pub const CONSOLE: &str = "/dev/console";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConsoleError {
+    #[error("cannot open {path}")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot make fd {fd} a copy of {path}")]
+    Dup {
+        fd: RawFd,
+        path: PathBuf,
+        #[source]
+        source: Errno,
+    },
+}
+
+/// Points any of fds 0, 1 and 2 that are closed at /dev/console; returns whether it had to.
+///
+/// The kernel opens /dev/console for init only if the initramfs has that node. Without it,
+/// stdio starts closed and the next files init opens would become fds 0-2, so log lines would
+/// land in them. Must run after devtmpfs is mounted.
+pub fn attach_stdio() -> Result<bool, ConsoleError> {
+    let missing: Vec<RawFd> = (0..=2)
+        .filter(|&fd| fcntl(fd, FcntlArg::F_GETFD) == Err(Errno::EBADF))
+        .collect();
+    if missing.is_empty() {
+        return Ok(false);
+    }
+    let file = std::fs::File::options()
+        .read(true)
+        .write(true)
+        // A console that becomes init's controlling terminal would deliver ^C as SIGINT.
+        .custom_flags(nix::libc::O_NOCTTY)
+        .open(CONSOLE)
+        .map_err(|source| ConsoleError::Open {
+            path: CONSOLE.into(),
+            source,
+        })?;
+    // Owned from here on by fds 0-2 (or closed below), never by a `File`.
+    let raw = file.into_raw_fd();
+    let dup_error = |fd, source| ConsoleError::Dup {
+        fd,
+        path: CONSOLE.into(),
+        source,
+    };
+    for &fd in &missing {
+        if fd == raw {
+            // open(2) reused the lowest free slot; std set close-on-exec, which stdio must
+            // not have.
+            fcntl(fd, FcntlArg::F_SETFD(FdFlag::empty())).map_err(|e| dup_error(fd, e))?;
+        } else {
+            // dup2 clears close-on-exec on the copy.
+            nix::unistd::dup2(raw, fd).map_err(|e| dup_error(fd, e))?;
+        }
+    }
+    if raw > 2 {
+        // Only the copies are needed; a failed close leaks one fd, not worth failing the boot.
+        let _ = nix::unistd::close(raw);
+    }
+    Ok(true)
+}
+
+/// Why an orderly shutdown started.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ShutdownReason {
+    Sigterm,
+    /// The kernel turns ctrl-alt-del into SIGINT for PID1 once CAD is disabled.
+    Sigint,
+    Sigpwr,
+    /// The device name as the kernel reports it (EVIOCGNAME).
+    PowerButton(String),
+}
+
+impl fmt::Display for ShutdownReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Sigterm => f.write_str("SIGTERM"),
+            Self::Sigint => f.write_str("SIGINT (ctrl-alt-del)"),
+            Self::Sigpwr => f.write_str("SIGPWR"),
+            Self::PowerButton(name) => write!(f, "power button ({name})"),
+        }
+    }
+}
+
+/// One console line. The `Display` impl is the contract listed in the module docs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Line<'a> {
+    Started {
+        version: &'a str,
+        arch: &'a str,
+        /// Milliseconds since the kernel started (CLOCK_BOOTTIME).
+        boottime_ms: u64,
+    },
+    HostnameSet(&'a str),
+    Watching {
+        path: &'a str,
+        name: &'a str,
+    },
+    Ready,
+    ShutdownRequested(&'a ShutdownReason),
+    SendingSigterm,
+    SendingSigkill,
+    Syncing,
+    Unmounting,
+    PoweringOff,
+    Rebooting,
+    /// The whole error chain, already joined (see `fatal::chain`).
+    Fatal(&'a str),
+    Warning(&'a str),
+}
+
+impl fmt::Display for Line<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("init: ")?;
+        match self {
+            Self::Started {
+                version,
+                arch,
+                boottime_ms,
+            } => write!(
+                f,
+                "hostos-init {version} ({arch}) started {}.{:03} s after kernel start",
+                boottime_ms / 1000,
+                boottime_ms % 1000
+            ),
+            Self::HostnameSet(name) => write!(f, "hostname set to {name}"),
+            Self::Watching { path, name } => {
+                write!(f, "watching {path} ({name}) for the power button")
+            }
+            Self::Ready => f.write_str("ready"),
+            Self::ShutdownRequested(reason) => write!(f, "shutdown requested by {reason}"),
+            Self::SendingSigterm => f.write_str("sending SIGTERM to all processes"),
+            Self::SendingSigkill => f.write_str("sending SIGKILL to all processes"),
+            Self::Syncing => f.write_str("syncing filesystems"),
+            Self::Unmounting => f.write_str("unmounting filesystems"),
+            Self::PoweringOff => f.write_str("powering off"),
+            Self::Rebooting => f.write_str("rebooting"),
+            Self::Fatal(chain) => write!(f, "fatal: {chain}"),
+            Self::Warning(message) => write!(f, "warning: {message}"),
+        }
+    }
+}
+
+/// Prints one line on stderr, which `stdio::attach_console` points at /dev/console.
+///
+/// Errors are dropped on purpose: there is nowhere else to report them, and PID1 must not stop
+/// over a console it cannot write to.
+pub fn emit(line: &Line<'_>) {
+    let text = format!("{line}\n");
+    // Stderr is unbuffered, so `write_all` of one buffer is one write(2) unless the console
+    // accepts only part of it.
+    let _ = std::io::stderr().lock().write_all(text.as_bytes());
+}
+
+/// Shorthand for a warning line.
+pub fn warn(message: &str) {
+    emit(&Line::Warning(message));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn started_marker_has_three_decimals() {
+        let line = Line::Started {
+            version: "0.1.0",
+            arch: "x86_64",
+            boottime_ms: 2_045,
+        };
+        assert_eq!(
+            line.to_string(),
+            "init: hostos-init 0.1.0 (x86_64) started 2.045 s after kernel start"
+        );
+        let early = Line::Started {
+            version: "0.1.0",
+            arch: "aarch64",
+            boottime_ms: 7,
+        };
+        assert_eq!(
+            early.to_string(),
+            "init: hostos-init 0.1.0 (aarch64) started 0.007 s after kernel start"
+        );
+    }
+
+    #[test]
+    fn shutdown_markers_match_contract() {
+        let reasons = [
+            (ShutdownReason::Sigterm, "SIGTERM"),
+            (ShutdownReason::Sigint, "SIGINT (ctrl-alt-del)"),
+            (ShutdownReason::Sigpwr, "SIGPWR"),
+            (
+                ShutdownReason::PowerButton("Power Button".into()),
+                "power button (Power Button)",
+            ),
+        ];
+        for (reason, text) in &reasons {
+            assert_eq!(
+                Line::ShutdownRequested(reason).to_string(),
+                format!("init: shutdown requested by {text}")
+            );
+        }
+        let fixed = [
+            (Line::Ready, "init: ready"),
+            (
+                Line::SendingSigterm,
+                "init: sending SIGTERM to all processes",
+            ),
+            (
+                Line::SendingSigkill,
+                "init: sending SIGKILL to all processes",
+            ),
+            (Line::Syncing, "init: syncing filesystems"),
+            (Line::Unmounting, "init: unmounting filesystems"),
+            (Line::PoweringOff, "init: powering off"),
+            (Line::Rebooting, "init: rebooting"),
+            (Line::HostnameSet("web-1"), "init: hostname set to web-1"),
+            (Line::Fatal("a: b"), "init: fatal: a: b"),
+            (
+                Line::Watching {
+                    path: "/dev/input/event0",
+                    name: "Power Button",
+                },
+                "init: watching /dev/input/event0 (Power Button) for the power button",
+            ),
+        ];
+        for (line, text) in &fixed {
+            assert_eq!(line.to_string(), *text);
+        }
+    }
+}
