@@ -56,6 +56,13 @@ pub enum Command {
         /// Use KVM instead of TCG software emulation (x86_64 host and guest only).
         #[arg(long)]
         kvm: bool,
+        /// Press the guest's power button after this many seconds (orderly shutdown); handy for
+        /// scripts and demos.
+        #[arg(long, value_name = "SECS")]
+        powerdown_after: Option<u64>,
+        /// Guest memory in MiB.
+        #[arg(long, default_value_t = 512)]
+        memory: u32,
     },
     /// Build the kernel from kernel-config/ fragments, or reuse the cached build.
     #[command(

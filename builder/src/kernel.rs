@@ -15,8 +15,6 @@ use sha2::{Digest, Sha256};
 
 use hostdecl::Arch;
 
-pub use config::ConfigError;
-
 use crate::{paths, tools};
 
 /// Bump when the way a kernel is built changes, so old cache entries are not reused.
@@ -44,7 +42,9 @@ impl KernelRequest {
             sha256: None,
             fragments_dir: paths::repo_root().join("kernel-config"),
             extra_fragments: Vec::new(),
-            jobs: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+            jobs: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2),
         }
     }
 }
@@ -139,12 +139,17 @@ pub fn build(req: &KernelRequest) -> Result<BuiltKernel> {
     if let Some(hit) = cached(&entry, req.arch) {
         return Ok(hit);
     }
-    tools::require(&required_tools(req.arch), &[tools::LIBELF_HEADER, tools::OPENSSL_HEADER])?;
+    tools::require(
+        &required_tools(req.arch),
+        &[tools::LIBELF_HEADER, tools::OPENSSL_HEADER],
+    )?;
 
     // One build per arch at a time; a second builder waits, then finds the cache entry.
     let lock_path = cache.join(format!("{}.lock", req.arch));
-    let lock = fs::File::create(&lock_path).with_context(|| format!("creating {}", lock_path.display()))?;
-    lock.lock().with_context(|| format!("locking {}", lock_path.display()))?;
+    let lock = fs::File::create(&lock_path)
+        .with_context(|| format!("creating {}", lock_path.display()))?;
+    lock.lock()
+        .with_context(|| format!("locking {}", lock_path.display()))?;
     if let Some(hit) = cached(&entry, req.arch) {
         return Ok(hit);
     }
@@ -156,21 +161,34 @@ pub fn build(req: &KernelRequest) -> Result<BuiltKernel> {
     // what that option touches.
     let build_dir = cache.join(format!("build-{}-{}", req.arch, &src.sha256[..16]));
     fs::create_dir_all(&build_dir)?;
-    let kb = make::Kbuild { arch: req.arch, src: tree.clone(), out: build_dir.clone(), jobs: req.jobs };
+    let kb = make::Kbuild {
+        arch: req.arch,
+        src: tree.clone(),
+        out: build_dir.clone(),
+        jobs: req.jobs,
+    };
     let dot_config = build_dir.join(".config");
     if fs::read_to_string(&dot_config).ok().as_deref() != Some(final_config.as_str()) {
-        fs::write(&dot_config, &final_config).with_context(|| format!("writing {}", dot_config.display()))?;
+        fs::write(&dot_config, &final_config)
+            .with_context(|| format!("writing {}", dot_config.display()))?;
         kb.run_quiet(&["olddefconfig"])?;
     }
     let (target, image_rel) = kb.image_target();
     let tmp = cache.join(format!(".{}-{}.tmp", req.arch, std::process::id()));
     let _ = fs::remove_dir_all(&tmp);
     fs::create_dir_all(&tmp)?;
-    eprintln!("kernel {}: building {} with {} jobs (log: {})", req.arch, target, req.jobs, entry.with_extension("log").display());
+    eprintln!(
+        "kernel {}: building {} with {} jobs (log: {})",
+        req.arch,
+        target,
+        req.jobs,
+        entry.with_extension("log").display()
+    );
     kb.run_with_progress(&[target], &entry.with_extension("log"))?;
 
     let built = build_dir.join(image_rel);
-    fs::copy(&built, tmp.join("vmlinuz")).with_context(|| format!("copying {}", built.display()))?;
+    fs::copy(&built, tmp.join("vmlinuz"))
+        .with_context(|| format!("copying {}", built.display()))?;
     fs::write(tmp.join("config"), &final_config)?;
     fs::rename(&tmp, &entry).with_context(|| format!("publishing {}", entry.display()))?;
     let mut k = cached(&entry, req.arch).context("kernel cache entry missing after build")?;
@@ -200,11 +218,17 @@ fn configure(
     let _ = fs::remove_dir_all(&scratch);
     fs::create_dir_all(&scratch)?;
     let result = (|| -> Result<String> {
-        let kb = make::Kbuild { arch: req.arch, src: tree.to_path_buf(), out: scratch.clone(), jobs: req.jobs };
+        let kb = make::Kbuild {
+            arch: req.arch,
+            src: tree.to_path_buf(),
+            out: scratch.clone(),
+            jobs: req.jobs,
+        };
         eprintln!("kernel {}: configuring (tinyconfig + fragments)", req.arch);
         kb.run_quiet(&["tinyconfig"])?;
         let dot = scratch.join(".config");
-        let base = fs::read_to_string(&dot).with_context(|| format!("reading {}", dot.display()))?;
+        let base =
+            fs::read_to_string(&dot).with_context(|| format!("reading {}", dot.display()))?;
         fs::write(&dot, config::merge(&base, requests))?;
         kb.run_quiet(&["olddefconfig"])?;
         let fin = fs::read_to_string(&dot).with_context(|| format!("reading {}", dot.display()))?;
@@ -226,7 +250,12 @@ pub fn resolve_for_image(
         if !p.is_file() {
             bail!("prebuilt kernel {} for {arch} does not exist", p.display());
         }
-        return Ok(BuiltKernel { arch, image: p.to_path_buf(), config: PathBuf::new(), cache_hit: true });
+        return Ok(BuiltKernel {
+            arch,
+            image: p.to_path_buf(),
+            config: PathBuf::new(),
+            cache_hit: true,
+        });
     }
     let mut req = KernelRequest::new(arch);
     req.source = source.map(str::to_string);

@@ -2,8 +2,12 @@
 
 mod aci_cmd;
 mod cli;
+mod image;
+mod init_build;
+mod initramfs;
 mod kernel;
 mod paths;
+mod run;
 mod sign_cmd;
 mod tools;
 
@@ -49,13 +53,54 @@ fn run(cli: cli::Cli) -> anyhow::Result<()> {
             }
             let k = kernel::build(&req)?;
             if k.cache_hit {
-                eprintln!("kernel {}: cached", k.arch);
+                eprintln!("kernel {}: cached (config {})", k.arch, k.config.display());
             }
             println!("{}", k.image.display());
             Ok(())
         }
-        cli::Command::Build { .. } | cli::Command::Run { .. } => {
-            anyhow::bail!("not implemented yet")
+        cli::Command::Build { host, arch, out } => {
+            let d = image::load(&host)?;
+            let arches = match arch {
+                Some(a) => vec![a.into()],
+                None => d.decl.arch.clone(),
+            };
+            for a in arches {
+                let b = image::build(&d, a, &out)?;
+                println!("{}", b.dir.display());
+            }
+            Ok(())
+        }
+        cli::Command::Run {
+            target,
+            arch,
+            out,
+            kvm,
+            powerdown_after,
+            memory,
+        } => {
+            let arch: hostdecl::Arch = match arch {
+                Some(a) => a.into(),
+                None => hostdecl::Arch::current().unwrap_or(hostdecl::Arch::X86_64),
+            };
+            let built = if target.is_dir() {
+                image::open_built(&target, arch)?
+            } else {
+                let d = image::load(&target)?;
+                if !d.decl.arch.contains(&arch) {
+                    anyhow::bail!(
+                        "{} does not declare arch {arch} (it declares {:?})",
+                        target.display(),
+                        d.decl.arch
+                    );
+                }
+                image::build(&d, arch, &out)?
+            };
+            let opts = run::RunOptions {
+                kvm,
+                powerdown_after: powerdown_after.map(std::time::Duration::from_secs),
+                memory_mib: memory,
+            };
+            run::run(&built, &opts)
         }
     }
 }

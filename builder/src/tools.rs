@@ -10,18 +10,54 @@ pub struct Tool {
     pub package: &'static str,
 }
 
-pub const MAKE: Tool = Tool { program: "make", package: "make" };
-pub const GCC: Tool = Tool { program: "gcc", package: "gcc" };
-pub const AARCH64_GCC: Tool = Tool { program: "aarch64-linux-gnu-gcc", package: "gcc-aarch64-linux-gnu" };
-pub const FLEX: Tool = Tool { program: "flex", package: "flex" };
-pub const BISON: Tool = Tool { program: "bison", package: "bison" };
-pub const BC: Tool = Tool { program: "bc", package: "bc" };
-pub const TAR: Tool = Tool { program: "tar", package: "tar" };
-pub const XZ: Tool = Tool { program: "xz", package: "xz-utils" };
-pub const ZSTD: Tool = Tool { program: "zstd", package: "zstd" };
-pub const PERL: Tool = Tool { program: "perl", package: "perl" };
-pub const CARGO: Tool = Tool { program: "cargo", package: "rustup (https://rustup.rs)" };
-pub const DEBIAN_RUSTC: Tool = Tool { program: "/usr/bin/rustc", package: "rustc-web" };
+pub const MAKE: Tool = Tool {
+    program: "make",
+    package: "make",
+};
+pub const GCC: Tool = Tool {
+    program: "gcc",
+    package: "gcc",
+};
+pub const AARCH64_GCC: Tool = Tool {
+    program: "aarch64-linux-gnu-gcc",
+    package: "gcc-aarch64-linux-gnu",
+};
+pub const FLEX: Tool = Tool {
+    program: "flex",
+    package: "flex",
+};
+pub const BISON: Tool = Tool {
+    program: "bison",
+    package: "bison",
+};
+pub const BC: Tool = Tool {
+    program: "bc",
+    package: "bc",
+};
+pub const TAR: Tool = Tool {
+    program: "tar",
+    package: "tar",
+};
+pub const XZ: Tool = Tool {
+    program: "xz",
+    package: "xz-utils",
+};
+pub const ZSTD: Tool = Tool {
+    program: "zstd",
+    package: "zstd",
+};
+pub const PERL: Tool = Tool {
+    program: "perl",
+    package: "perl",
+};
+pub const CARGO: Tool = Tool {
+    program: "cargo",
+    package: "rustup (https://rustup.rs)",
+};
+pub const DEBIAN_RUSTC: Tool = Tool {
+    program: "/usr/bin/rustc",
+    package: "rustc-web",
+};
 pub const QEMU_X86_64: Tool = Tool {
     program: "qemu-system-x86_64",
     package: "qemu-system-x86 (from bookworm-backports)",
@@ -42,7 +78,10 @@ pub const LINUX_SOURCE: DataFile = DataFile {
     path: "/usr/src/linux-source-6.1.tar.xz",
     package: "linux-source-6.1",
 };
-pub const LIBELF_HEADER: DataFile = DataFile { path: "/usr/include/libelf.h", package: "libelf-dev" };
+pub const LIBELF_HEADER: DataFile = DataFile {
+    path: "/usr/include/libelf.h",
+    package: "libelf-dev",
+};
 pub const OPENSSL_HEADER: DataFile = DataFile {
     path: "/usr/include/openssl/ssl.h",
     package: "libssl-dev",
@@ -88,15 +127,25 @@ pub fn require(tools: &[Tool], files: &[DataFile]) -> Result<(), MissingAll> {
     let mut missing = Vec::new();
     for t in tools {
         if find(t.program).is_none() {
-            missing.push(Missing { what: format!("program `{}`", t.program), package: t.package });
+            missing.push(Missing {
+                what: format!("program `{}`", t.program),
+                package: t.package,
+            });
         }
     }
     for f in files {
         if !Path::new(f.path).exists() {
-            missing.push(Missing { what: f.path.to_string(), package: f.package });
+            missing.push(Missing {
+                what: f.path.to_string(),
+                package: f.package,
+            });
         }
     }
-    if missing.is_empty() { Ok(()) } else { Err(MissingAll(missing)) }
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(MissingAll(missing))
+    }
 }
 
 /// Several missing tools, one line each.
@@ -123,7 +172,10 @@ mod tests {
 
     #[test]
     fn missing_tool_names_its_package() {
-        let t = Tool { program: "surely-not-a-real-program-xyz", package: "pkg-xyz" };
+        let t = Tool {
+            program: "surely-not-a-real-program-xyz",
+            package: "pkg-xyz",
+        };
         let err = require(&[t], &[]).unwrap_err().to_string();
         assert!(err.contains("surely-not-a-real-program-xyz"), "{err}");
         assert!(err.contains("install the Debian package pkg-xyz"), "{err}");
@@ -131,13 +183,26 @@ mod tests {
 
     #[test]
     fn present_tool_passes() {
-        require(&[Tool { program: "sh", package: "dash" }], &[]).unwrap();
+        require(
+            &[Tool {
+                program: "sh",
+                package: "dash",
+            }],
+            &[],
+        )
+        .unwrap();
     }
 
     #[test]
     fn missing_file_names_its_package() {
-        let f = DataFile { path: "/nonexistent/file/xyz", package: "pkg-file" };
+        let f = DataFile {
+            path: "/nonexistent/file/xyz",
+            package: "pkg-file",
+        };
         let err = require(&[], &[f]).unwrap_err().to_string();
-        assert!(err.contains("/nonexistent/file/xyz") && err.contains("pkg-file"), "{err}");
+        assert!(
+            err.contains("/nonexistent/file/xyz") && err.contains("pkg-file"),
+            "{err}"
+        );
     }
 }

@@ -34,9 +34,17 @@ pub enum ConfigError {
         source: std::io::Error,
     },
     #[error("{path}:{line}: not a kernel config line: {text:?}")]
-    Syntax { path: PathBuf, line: usize, text: String },
+    Syntax {
+        path: PathBuf,
+        line: usize,
+        text: String,
+    },
     #[error("{path}:{line}: CONFIG_{symbol} has no comment above it saying why it is set")]
-    Uncommented { path: PathBuf, line: usize, symbol: String },
+    Uncommented {
+        path: PathBuf,
+        line: usize,
+        symbol: String,
+    },
     #[error("{}", dropped_message(.0))]
     Dropped(Vec<Dropped>),
 }
@@ -126,9 +134,18 @@ pub fn parse_fragment(
         match parsed {
             Some((symbol, value)) => {
                 if require_comments && !prev_is_comment {
-                    return Err(ConfigError::Uncommented { path: path.to_path_buf(), line, symbol });
+                    return Err(ConfigError::Uncommented {
+                        path: path.to_path_buf(),
+                        line,
+                        symbol,
+                    });
                 }
-                out.push(Request { symbol, value, file: path.to_path_buf(), line });
+                out.push(Request {
+                    symbol,
+                    value,
+                    file: path.to_path_buf(),
+                    line,
+                });
                 prev_is_comment = false;
             }
             None => prev_is_comment = raw.trim_start().starts_with('#'),
@@ -209,10 +226,17 @@ pub fn check(final_config: &str, requests: &[Request]) -> Result<(), ConfigError
             (Some(want), None) => want == "n",
         };
         if !ok {
-            dropped.push(Dropped { request: r.clone(), actual: actual.map(str::to_string) });
+            dropped.push(Dropped {
+                request: r.clone(),
+                actual: actual.map(str::to_string),
+            });
         }
     }
-    if dropped.is_empty() { Ok(()) } else { Err(ConfigError::Dropped(dropped)) }
+    if dropped.is_empty() {
+        Ok(())
+    } else {
+        Err(ConfigError::Dropped(dropped))
+    }
 }
 
 #[cfg(test)]
@@ -225,17 +249,26 @@ mod tests {
 
     #[test]
     fn parses_set_and_unset_options_with_locations() {
-        let r = frag("# why\nCONFIG_A=y\n\n# why not\n# CONFIG_B is not set\n# why string\nCONFIG_C=\"x y\"\n");
+        let r = frag(
+            "# why\nCONFIG_A=y\n\n# why not\n# CONFIG_B is not set\n# why string\nCONFIG_C=\"x y\"\n",
+        );
         assert_eq!(r.len(), 3);
-        assert_eq!((r[0].symbol.as_str(), r[0].value.as_deref(), r[0].line), ("A", Some("y"), 2));
+        assert_eq!(
+            (r[0].symbol.as_str(), r[0].value.as_deref(), r[0].line),
+            ("A", Some("y"), 2)
+        );
         assert_eq!((r[1].symbol.as_str(), r[1].value.as_deref()), ("B", None));
         assert_eq!(r[2].value.as_deref(), Some("\"x y\""));
     }
 
     #[test]
     fn rejects_option_without_comment() {
-        let err = parse_fragment("# ok\nCONFIG_A=y\nCONFIG_B=y\n", Path::new("f"), true).unwrap_err();
-        assert!(err.to_string().contains("f:3: CONFIG_B has no comment"), "{err}");
+        let err =
+            parse_fragment("# ok\nCONFIG_A=y\nCONFIG_B=y\n", Path::new("f"), true).unwrap_err();
+        assert!(
+            err.to_string().contains("f:3: CONFIG_B has no comment"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -247,18 +280,28 @@ mod tests {
     #[test]
     fn merge_overrides_base_and_appends_new() {
         let base = "CONFIG_A=y\n# CONFIG_B is not set\n";
-        let out = merge(base, &frag("# c\n# CONFIG_A is not set\n# c\nCONFIG_B=y\n# c\nCONFIG_C=5\n"));
+        let out = merge(
+            base,
+            &frag("# c\n# CONFIG_A is not set\n# c\nCONFIG_B=y\n# c\nCONFIG_C=5\n"),
+        );
         assert_eq!(out, "# CONFIG_A is not set\nCONFIG_B=y\nCONFIG_C=5\n");
     }
 
     #[test]
     fn check_names_every_dropped_option() {
-        let req = frag("# c\nCONFIG_A=y\n# c\nCONFIG_B=y\n# c\n# CONFIG_C is not set\n# c\nCONFIG_D=y\n");
+        let req =
+            frag("# c\nCONFIG_A=y\n# c\nCONFIG_B=y\n# c\n# CONFIG_C is not set\n# c\nCONFIG_D=y\n");
         let fin = "CONFIG_A=y\n# CONFIG_B is not set\nCONFIG_C=y\n";
         let err = check(fin, &req).unwrap_err().to_string();
         assert!(err.contains("3 requested option(s)"), "{err}");
-        assert!(err.contains("CONFIG_B=y (f.config:4): final config is not set"), "{err}");
-        assert!(err.contains("# CONFIG_C is not set (f.config:6): final config is y"), "{err}");
+        assert!(
+            err.contains("CONFIG_B=y (f.config:4): final config is not set"),
+            "{err}"
+        );
+        assert!(
+            err.contains("# CONFIG_C is not set (f.config:6): final config is y"),
+            "{err}"
+        );
         assert!(err.contains("CONFIG_D=y (f.config:8)"), "{err}");
         assert!(!err.contains("CONFIG_A=y"), "{err}");
     }

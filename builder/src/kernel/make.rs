@@ -88,8 +88,14 @@ impl Kbuild {
         let (tx, rx) = mpsc::channel::<String>();
         let mut readers = Vec::new();
         for stream in [
-            child.stdout.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
-            child.stderr.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+            child
+                .stdout
+                .take()
+                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+            child
+                .stderr
+                .take()
+                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
         ]
         .into_iter()
         .flatten()
@@ -104,7 +110,8 @@ impl Kbuild {
             }));
         }
         drop(tx);
-        let mut logf = fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
+        let mut logf =
+            fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
         let mut progress = Progress::new(self.arch);
         loop {
             match rx.recv_timeout(Duration::from_millis(500)) {
@@ -170,7 +177,11 @@ impl Progress {
     }
 
     fn tick(&mut self) {
-        let every = if self.tty { Duration::from_millis(200) } else { Duration::from_secs(20) };
+        let every = if self.tty {
+            Duration::from_millis(200)
+        } else {
+            Duration::from_secs(20)
+        };
         if self.last_print.elapsed() < every {
             return;
         }
@@ -197,6 +208,12 @@ impl Progress {
             eprint!("\r\x1b[K");
         }
         let secs = self.start.elapsed().as_secs();
-        eprintln!("kernel {}: built in {}m{:02}s ({} steps)", self.arch, secs / 60, secs % 60, self.steps);
+        eprintln!(
+            "kernel {}: built in {}m{:02}s ({} steps)",
+            self.arch,
+            secs / 60,
+            secs % 60,
+            self.steps
+        );
     }
 }

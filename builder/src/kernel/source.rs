@@ -63,12 +63,15 @@ fn download(url: &str, pin: &str, cache: &Path) -> Result<PathBuf> {
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 16];
     loop {
-        let n = reader.read(&mut buf).with_context(|| format!("downloading {url}"))?;
+        let n = reader
+            .read(&mut buf)
+            .with_context(|| format!("downloading {url}"))?;
         if n == 0 {
             break;
         }
         hasher.update(&buf[..n]);
-        out.write_all(&buf[..n]).with_context(|| format!("writing {}", tmp.display()))?;
+        out.write_all(&buf[..n])
+            .with_context(|| format!("writing {}", tmp.display()))?;
     }
     out.sync_all()?;
     let got = hex::encode(hasher.finalize());
@@ -132,7 +135,10 @@ pub fn unpack(src: &Source, cache: &Path) -> Result<PathBuf> {
     }
     if find_tree(&tmp).is_none() {
         let _ = fs::remove_dir_all(&tmp);
-        bail!("{} does not contain a kernel source tree (no Makefile and Kconfig)", src.tarball.display());
+        bail!(
+            "{} does not contain a kernel source tree (no Makefile and Kconfig)",
+            src.tarball.display()
+        );
     }
     // Another builder may have finished the same unpack meanwhile; either copy is fine.
     if fs::rename(&tmp, &dest).is_err() {
@@ -165,7 +171,10 @@ mod tests {
         fs::write(&f, b"abc").unwrap();
         let cache = dir.path().join("cache");
         let h1 = hash_memoized(&f, &cache).unwrap();
-        assert_eq!(h1, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+        assert_eq!(
+            h1,
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
         assert_eq!(hash_memoized(&f, &cache).unwrap(), h1);
         std::thread::sleep(std::time::Duration::from_millis(20));
         fs::write(&f, b"abcd").unwrap();

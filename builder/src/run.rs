@@ -1,0 +1,122 @@
+//! `builder run`: boot built artifacts under QEMU with the serial console on this terminal.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+use hostdecl::Arch;
+
+use crate::image::Built;
+use crate::tools;
+
+pub struct RunOptions {
+    pub kvm: bool,
+    /// Ask the guest to power off (ACPI/gpio power button) after this long.
+    pub powerdown_after: Option<Duration>,
+    pub memory_mib: u32,
+}
+
+/// The QEMU command line for a direct kernel boot of `built`.
+pub fn qemu_command(built: &Built, opts: &RunOptions, qmp: Option<&Path>) -> Result<Command> {
+    let (tool, machine, cpu) = match built.arch {
+        Arch::X86_64 => (tools::QEMU_X86_64, "q35", "max"),
+        // pauth-impdef: the architected QARMA pointer-auth algorithm is very slow under TCG.
+        Arch::Aarch64 => (tools::QEMU_AARCH64, "virt", "max,pauth-impdef=on"),
+    };
+    tools::require(&[tool], &[])?;
+    let mut c = Command::new(tool.program);
+    c.args(["-machine", machine, "-cpu", cpu, "-m"])
+        .arg(opts.memory_mib.to_string())
+        .args(["-smp", "2", "-nodefaults", "-no-reboot", "-display", "none"])
+        .args(["-serial", "mon:stdio", "-device", "virtio-rng-pci"])
+        .arg("-accel")
+        .arg(if opts.kvm { "kvm" } else { "tcg" })
+        .arg("-kernel")
+        .arg(&built.kernel)
+        .arg("-initrd")
+        .arg(&built.initramfs)
+        .arg("-append")
+        .arg(&built.cmdline);
+    if let Some(q) = qmp {
+        c.arg("-qmp")
+            .arg(format!("unix:{},server=on,wait=off", q.display()));
+    }
+    Ok(c)
+}
+
+pub fn run(built: &Built, opts: &RunOptions) -> Result<()> {
+    let qmp_dir = tempfile_dir()?;
+    let qmp = qmp_dir.join("qmp.sock");
+    let mut cmd = qemu_command(built, opts, Some(&qmp))?;
+    eprintln!(
+        "run: booting {} ({}); quit with Ctrl-A X",
+        built.dir.display(),
+        built.arch
+    );
+    let mut child = cmd.spawn().context("starting QEMU")?;
+    if let Some(after) = opts.powerdown_after {
+        let qmp = qmp.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(after);
+            if let Err(e) = powerdown(&qmp) {
+                eprintln!("run: could not send system_powerdown: {e:#}");
+            }
+        });
+    }
+    let status = child.wait().context("waiting for QEMU")?;
+    let _ = std::fs::remove_dir_all(&qmp_dir);
+    if !status.success() {
+        bail!("QEMU exited with {status}");
+    }
+    Ok(())
+}
+
+fn tempfile_dir() -> Result<PathBuf> {
+    let d = std::env::temp_dir().join(format!("builder-run-{}", std::process::id()));
+    std::fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;
+    Ok(d)
+}
+
+/// Sends `system_powerdown` over QMP: the guest sees its power button pressed.
+pub fn powerdown(socket: &Path) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let stream = loop {
+        match UnixStream::connect(socket) {
+            Ok(s) => break s,
+            Err(e) if Instant::now() < deadline => {
+                let _ = e;
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Err(e) => {
+                return Err(e).with_context(|| format!("connecting to QMP at {}", socket.display()));
+            }
+        }
+    };
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut w = stream;
+    let mut line = String::new();
+    reader
+        .read_line(&mut line)
+        .context("reading QMP greeting")?;
+    for cmd in ["qmp_capabilities", "system_powerdown"] {
+        writeln!(w, "{{\"execute\":\"{cmd}\"}}")?;
+        loop {
+            line.clear();
+            if reader.read_line(&mut line)? == 0 {
+                bail!("QMP closed while waiting for the reply to {cmd}");
+            }
+            if line.contains("\"return\"") {
+                break;
+            }
+            if line.contains("\"error\"") {
+                bail!("QMP refused {cmd}: {}", line.trim());
+            }
+        }
+    }
+    Ok(())
+}
