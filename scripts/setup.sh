@@ -38,7 +38,7 @@ PACKAGES=(
   rustc-web libstd-rust-web-dev:arm64
   linux-source-6.1
   build-essential bc bison flex libelf-dev libssl-dev cpio xz-utils zstd kmod
-  binutils dosfstools gdisk minisign busybox-static python3
+  binutils dosfstools gdisk minisign busybox-static python3 file
 )
 
 missing=()
