@@ -54,7 +54,9 @@ pub enum ArchiveError {
     ReadStream(#[source] io::Error),
     #[error("the archive is compressed with {0}, which this build does not support")]
     UnsupportedCompression(&'static str),
-    #[error("the archive is neither a tar nor a compressed tar this reader knows (gzip, bzip2, xz, zstd)")]
+    #[error(
+        "the archive is neither a tar nor a compressed tar this reader knows (gzip, bzip2, xz, zstd)"
+    )]
     UnknownFormat,
     #[error("reading tar entry {entry:?} failed")]
     ReadEntry {
@@ -66,7 +68,9 @@ pub enum ArchiveError {
     AbsolutePath { entry: String },
     #[error("entry {entry:?} has a `..` component")]
     ParentComponent { entry: String },
-    #[error("entry {entry:?} is outside the ACI layout (only `manifest` and `rootfs/...` are allowed)")]
+    #[error(
+        "entry {entry:?} is outside the ACI layout (only `manifest` and `rootfs/...` are allowed)"
+    )]
     OutsideLayout { entry: String },
     #[error("entry {entry:?} appears twice")]
     Duplicate { entry: String },

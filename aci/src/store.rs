@@ -27,7 +27,9 @@ use sha2::{Digest, Sha512};
 use crate::archive::manifest_view::{self, DependencyRef, ManifestView};
 use crate::archive::path::SymlinkMap;
 use crate::archive::unpack::unpack_into;
-use crate::archive::{ArchiveError, ImageId, Owners, PathFilter, ReadOptions, UnpackOptions, read_aci};
+use crate::archive::{
+    ArchiveError, ImageId, Owners, PathFilter, ReadOptions, UnpackOptions, read_aci,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -97,7 +99,9 @@ pub enum StoreError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
-    #[error("dependency {dependency:?} of {image} resolved to {found}, which does not match its imageID, name or labels")]
+    #[error(
+        "dependency {dependency:?} of {image} resolved to {found}, which does not match its imageID, name or labels"
+    )]
     DependencyMismatch {
         image: ImageId,
         dependency: String,
@@ -144,7 +148,10 @@ pub struct ImageRecord {
 
 impl ImageRecord {
     pub fn label(&self, name: &str) -> Option<&str> {
-        self.labels.iter().find(|l| l.name == name).map(|l| l.value.as_str())
+        self.labels
+            .iter()
+            .find(|l| l.name == name)
+            .map(|l| l.value.as_str())
     }
 
     pub fn manifest_view(&self) -> Result<ManifestView, StoreError> {
@@ -307,7 +314,11 @@ impl Store {
                 }
                 let path = dir.join(&name);
                 // A live writer holds an exclusive flock on its temp file or directory.
-                let Ok(fd) = rustix::fs::open(&path, OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty()) else {
+                let Ok(fd) = rustix::fs::open(
+                    &path,
+                    OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::empty(),
+                ) else {
                     continue;
                 };
                 if rustix::fs::flock(&fd, FlockOperation::NonBlockingLockExclusive).is_err() {
@@ -348,7 +359,11 @@ impl Store {
         self.insert_with(r, &ReadOptions::default())
     }
 
-    pub fn insert_with<R: Read>(&self, r: R, opts: &ReadOptions) -> Result<ImageRecord, StoreError> {
+    pub fn insert_with<R: Read>(
+        &self,
+        r: R,
+        opts: &ReadOptions,
+    ) -> Result<ImageRecord, StoreError> {
         let tmp = self.images.join(tmp_name(".aci"));
         let werr = |path: &Path| {
             let path = path.to_path_buf();
@@ -356,7 +371,8 @@ impl Store {
         };
         let file = File::create_new(&tmp).map_err(werr(&tmp))?;
         let guard = TempGuard(tmp.clone());
-        rustix::fs::flock(&file, FlockOperation::LockExclusive).map_err(|e| werr(&tmp)(e.into()))?;
+        rustix::fs::flock(&file, FlockOperation::LockExclusive)
+            .map_err(|e| werr(&tmp)(e.into()))?;
         let mut out = BufWriter::with_capacity(1 << 20, file);
         let mut tee = Tee {
             inner: r,
@@ -488,11 +504,16 @@ impl Store {
     pub fn find(&self, name: &str, labels: &[(String, String)]) -> Result<ImageRecord, StoreError> {
         self.list()?
             .into_iter()
-            .filter(|r| r.name == name && labels.iter().all(|(n, v)| r.label(n) == Some(v.as_str())))
+            .filter(|r| {
+                r.name == name && labels.iter().all(|(n, v)| r.label(n) == Some(v.as_str()))
+            })
             .max_by(|a, b| {
-                version_cmp(a.label("version").unwrap_or(""), b.label("version").unwrap_or(""))
-                    .then(a.imported_at.cmp(&b.imported_at))
-                    .then(a.id.cmp(&b.id))
+                version_cmp(
+                    a.label("version").unwrap_or(""),
+                    b.label("version").unwrap_or(""),
+                )
+                .then(a.imported_at.cmp(&b.imported_at))
+                .then(a.id.cmp(&b.id))
             })
             .ok_or_else(|| StoreError::NoMatch {
                 name: name.to_string(),
@@ -523,14 +544,22 @@ impl Store {
         let manifest = record.manifest_view()?;
         let filter = filter.clone().with_whitelist(&manifest.path_whitelist);
         for dep in &manifest.dependencies {
-            let dep_id = resolver.resolve(self, dep).map_err(|source| StoreError::Resolve {
-                image: id.clone(),
-                dependency: dep.image_name.clone(),
-                source,
-            })?;
+            let dep_id = resolver
+                .resolve(self, dep)
+                .map_err(|source| StoreError::Resolve {
+                    image: id.clone(),
+                    dependency: dep.image_name.clone(),
+                    source,
+                })?;
             let found = self.get(dep_id.as_str())?;
-            let id_ok = dep.image_id.as_deref().is_none_or(|want| found.id.matches_prefix(want));
-            let labels_ok = dep.labels.iter().all(|(n, v)| found.label(n) == Some(v.as_str()));
+            let id_ok = dep
+                .image_id
+                .as_deref()
+                .is_none_or(|want| found.id.matches_prefix(want));
+            let labels_ok = dep
+                .labels
+                .iter()
+                .all(|(n, v)| found.label(n) == Some(v.as_str()));
             if !id_ok || !labels_ok || found.name != dep.image_name {
                 return Err(StoreError::DependencyMismatch {
                     image: id.clone(),
@@ -548,11 +577,18 @@ impl Store {
     /// applied depth-first in listed order with the image last; later layers replace earlier
     /// files, a symlink in the way is replaced rather than followed, directories merge, and each
     /// parent's pathWhitelist filters its dependencies' non-directory entries too.
-    pub fn render(&self, id: &ImageId, resolver: &mut dyn Resolver) -> Result<RenderedTree, StoreError> {
+    pub fn render(
+        &self,
+        id: &ImageId,
+        resolver: &mut dyn Resolver,
+    ) -> Result<RenderedTree, StoreError> {
         let mut layers = Vec::new();
         self.flatten(id, resolver, &PathFilter::default(), 0, &mut layers)?;
         let ids: Vec<&str> = layers.iter().map(|(l, _)| l.as_str()).collect();
-        let key = format!("deps-sha512-{}", hex::encode(Sha512::digest(ids.join(",").as_bytes())));
+        let key = format!(
+            "deps-sha512-{}",
+            hex::encode(Sha512::digest(ids.join(",").as_bytes()))
+        );
         let final_dir = self.trees.join(&key);
         let tree = RenderedTree {
             key: key.clone(),
@@ -570,12 +606,23 @@ impl Store {
         };
         fs::create_dir(&tmp).map_err(werr(&tmp))?;
         let guard = TempGuard(tmp.clone());
-        let tmp_fd: OwnedFd = rustix::fs::open(&tmp, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
+        let tmp_fd: OwnedFd = rustix::fs::open(
+            &tmp,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| werr(&tmp)(e.into()))?;
+        rustix::fs::flock(&tmp_fd, FlockOperation::LockExclusive)
             .map_err(|e| werr(&tmp)(e.into()))?;
-        rustix::fs::flock(&tmp_fd, FlockOperation::LockExclusive).map_err(|e| werr(&tmp)(e.into()))?;
-        rustix::fs::mkdirat(&tmp_fd, "rootfs", Mode::from_raw_mode(0o755)).map_err(|e| werr(&tmp)(e.into()))?;
-        let rootfs_fd = rustix::fs::openat(&tmp_fd, "rootfs", OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())
+        rustix::fs::mkdirat(&tmp_fd, "rootfs", Mode::from_raw_mode(0o755))
             .map_err(|e| werr(&tmp)(e.into()))?;
+        let rootfs_fd = rustix::fs::openat(
+            &tmp_fd,
+            "rootfs",
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| werr(&tmp)(e.into()))?;
         let mut links = SymlinkMap::default();
         for (layer, filter) in &layers {
             let blob = self.open_blob(layer)?;
@@ -587,12 +634,17 @@ impl Store {
                 filter: filter.clone(),
                 ..UnpackOptions::default()
             };
-            let summary = unpack_into(io::BufReader::with_capacity(1 << 20, blob), rootfs_fd.as_fd(), &opts, &mut links)
-                .map_err(|source| StoreError::Render {
-                    image: id.clone(),
-                    layer: layer.clone(),
-                    source,
-                })?;
+            let summary = unpack_into(
+                io::BufReader::with_capacity(1 << 20, blob),
+                rootfs_fd.as_fd(),
+                &opts,
+                &mut links,
+            )
+            .map_err(|source| StoreError::Render {
+                image: id.clone(),
+                layer: layer.clone(),
+                source,
+            })?;
             // The blob was checked on insert; a changed file on disk must not be rendered.
             if summary.id != *layer {
                 return Err(StoreError::Render {
@@ -612,7 +664,12 @@ impl Store {
             Ok(()) => guard.keep(),
             // Someone rendered the same tree meanwhile; theirs is as good as ours.
             Err(_) if final_dir.join("tree.json").exists() => {}
-            Err(source) => return Err(StoreError::Write { path: final_dir, source }),
+            Err(source) => {
+                return Err(StoreError::Write {
+                    path: final_dir,
+                    source,
+                });
+            }
         }
         fsync_dir(&self.trees)?;
         Ok(tree)
@@ -629,8 +686,11 @@ impl Store {
             let Ok(bytes) = fs::read(&path) else {
                 continue;
             };
-            let mut tree: RenderedTree = serde_json::from_slice(&bytes)
-                .map_err(|source| StoreError::CorruptMetadata { path: path.clone(), source })?;
+            let mut tree: RenderedTree =
+                serde_json::from_slice(&bytes).map_err(|source| StoreError::CorruptMetadata {
+                    path: path.clone(),
+                    source,
+                })?;
             tree.path = self.trees.join(&name).join("rootfs");
             out.push(tree);
         }
@@ -667,7 +727,9 @@ impl Store {
             let tree: Option<RenderedTree> = fs::read(path.join("tree.json"))
                 .ok()
                 .and_then(|b| serde_json::from_slice(&b).ok());
-            let wanted = tree.is_some_and(|t| roots.contains(&t.image) && t.layers.iter().all(|l| keep.contains(l)));
+            let wanted = tree.is_some_and(|t| {
+                roots.contains(&t.image) && t.layers.iter().all(|l| keep.contains(l))
+            });
             if !wanted {
                 remove_path(&path)?;
                 report.removed_trees.push(name);

@@ -53,9 +53,13 @@ fn image_id_is_sha512_of_uncompressed_tar_for_every_compression() {
 #[test]
 fn image_id_covers_trailing_padding_after_end_marker() {
     let mut tar = sample_tar();
-    let short = archive::read_aci(&tar[..], &ReadOptions::default()).unwrap().id;
+    let short = archive::read_aci(&tar[..], &ReadOptions::default())
+        .unwrap()
+        .id;
     tar.extend(std::iter::repeat_n(0u8, 10 * 512));
-    let long = archive::read_aci(&tar[..], &ReadOptions::default()).unwrap().id;
+    let long = archive::read_aci(&tar[..], &ReadOptions::default())
+        .unwrap()
+        .id;
     assert_ne!(short, long);
     assert_eq!(long.as_str(), expected_id(&tar));
 }
@@ -74,7 +78,9 @@ fn unpack_keeps_modes_mtimes_links_and_xattrs() {
     std::fs::write(src.join("manifest"), common::MANIFEST).unwrap();
     std::fs::write(src.join("rootfs/bin/tool"), b"#!/bin/sh\n").unwrap();
     std::os::unix::fs::PermissionsExt::set_mode(
-        &mut std::fs::metadata(src.join("rootfs/bin/tool")).unwrap().permissions(),
+        &mut std::fs::metadata(src.join("rootfs/bin/tool"))
+            .unwrap()
+            .permissions(),
         0o755,
     );
     std::fs::set_permissions(
@@ -91,7 +97,11 @@ fn unpack_keeps_modes_mtimes_links_and_xattrs() {
         rustix::fs::XattrFlags::empty(),
     )
     .unwrap();
-    std::fs::set_permissions(src.join("rootfs/bin"), std::os::unix::fs::PermissionsExt::from_mode(0o555)).unwrap();
+    std::fs::set_permissions(
+        src.join("rootfs/bin"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o555),
+    )
+    .unwrap();
 
     let mut aci = Vec::new();
     let opts = WriteOptions {
@@ -108,16 +118,35 @@ fn unpack_keeps_modes_mtimes_links_and_xattrs() {
     assert_eq!(tool.mtime(), 1_234_567_890);
     let tool2 = std::fs::symlink_metadata(out.join("rootfs/bin/tool2")).unwrap();
     assert_eq!(tool.ino(), tool2.ino(), "hard link not kept");
-    assert_eq!(std::fs::read_link(out.join("rootfs/bin/sh")).unwrap(), Path::new("tool"));
+    assert_eq!(
+        std::fs::read_link(out.join("rootfs/bin/sh")).unwrap(),
+        Path::new("tool")
+    );
     let bin = std::fs::symlink_metadata(out.join("rootfs/bin")).unwrap();
     assert_eq!(bin.mode() & 0o7777, 0o555);
-    assert_eq!(bin.mtime(), 1_234_567_890, "directory mtime must be set after its children");
+    assert_eq!(
+        bin.mtime(),
+        1_234_567_890,
+        "directory mtime must be set after its children"
+    );
     let mut buf = [0u8; 16];
-    let n = rustix::fs::getxattr(&out.join("rootfs/bin/tool"), "user.aci-test", &mut buf[..]).unwrap();
+    let n =
+        rustix::fs::getxattr(&out.join("rootfs/bin/tool"), "user.aci-test", &mut buf[..]).unwrap();
     assert_eq!(&buf[..n], b"kept");
-    assert_eq!(std::fs::read(out.join("manifest")).unwrap(), common::MANIFEST.as_bytes());
-    std::fs::set_permissions(src.join("rootfs/bin"), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    std::fs::set_permissions(out.join("rootfs/bin"), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    assert_eq!(
+        std::fs::read(out.join("manifest")).unwrap(),
+        common::MANIFEST.as_bytes()
+    );
+    std::fs::set_permissions(
+        src.join("rootfs/bin"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        out.join("rootfs/bin"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
 }
 
 #[test]
@@ -137,7 +166,8 @@ fn unpack_preserves_owners_when_root() {
     let mut h = new();
     h.set_size(common::MANIFEST.len() as u64);
     h.set_mode(0o644);
-    b.append_data(&mut h, "manifest", common::MANIFEST.as_bytes()).unwrap();
+    b.append_data(&mut h, "manifest", common::MANIFEST.as_bytes())
+        .unwrap();
     let mut h = new();
     h.set_entry_type(tar::EntryType::Directory);
     h.set_mode(0o755);
@@ -161,7 +191,11 @@ fn build_tree(root: &Path) {
     std::fs::create_dir_all(root.join("rootfs/etc")).unwrap();
     std::fs::write(root.join("manifest"), common::MANIFEST).unwrap();
     for i in 0..20 {
-        std::fs::write(root.join(format!("rootfs/usr/bin/f{i}")), format!("file {i}")).unwrap();
+        std::fs::write(
+            root.join(format!("rootfs/usr/bin/f{i}")),
+            format!("file {i}"),
+        )
+        .unwrap();
     }
     std::fs::write(root.join("rootfs/etc/a-b"), b"sorted between etc and etc/").unwrap();
     std::os::unix::fs::symlink("../usr/bin/f1", root.join("rootfs/etc/link")).unwrap();
@@ -198,7 +232,15 @@ fn written_entries_are_sorted_with_numeric_owners_and_no_names() {
     let a = tempfile::tempdir().unwrap();
     build_tree(a.path());
     let mut x = Vec::new();
-    archive::write_aci(a.path(), &mut x, &WriteOptions { compression: Compression::None, ..WriteOptions::default() }).unwrap();
+    archive::write_aci(
+        a.path(),
+        &mut x,
+        &WriteOptions {
+            compression: Compression::None,
+            ..WriteOptions::default()
+        },
+    )
+    .unwrap();
     let mut ar = tar::Archive::new(&x[..]);
     let mut names = Vec::new();
     for e in ar.entries().unwrap() {
@@ -220,9 +262,16 @@ fn written_entries_are_sorted_with_numeric_owners_and_no_names() {
 fn writer_refuses_invalid_manifest_before_writing() {
     let a = tempfile::tempdir().unwrap();
     build_tree(a.path());
-    std::fs::write(a.path().join("manifest"), br#"{"acKind":"ImageManifest","name":"BAD NAME"}"#).unwrap();
+    std::fs::write(
+        a.path().join("manifest"),
+        br#"{"acKind":"ImageManifest","name":"BAD NAME"}"#,
+    )
+    .unwrap();
     let mut x = Vec::new();
     let err = archive::write_aci(a.path(), &mut x, &WriteOptions::default()).unwrap_err();
-    assert!(matches!(err, archive::ArchiveError::InvalidManifest(_)), "{err}");
+    assert!(
+        matches!(err, archive::ArchiveError::InvalidManifest(_)),
+        "{err}"
+    );
     assert!(x.is_empty(), "bytes were written before validation");
 }

@@ -21,21 +21,30 @@ fn defaults() -> UnpackOptions {
 fn rejects_absolute_entry_path() {
     let bytes = RawTar::aci().file("/tmp/evil", b"x").finish();
     let (err, _sb) = unpack_err(&bytes, &defaults());
-    assert!(matches!(&err, ArchiveError::AbsolutePath { entry } if entry == "/tmp/evil"), "{err}");
+    assert!(
+        matches!(&err, ArchiveError::AbsolutePath { entry } if entry == "/tmp/evil"),
+        "{err}"
+    );
 }
 
 #[test]
 fn rejects_parent_dir_component() {
     let bytes = RawTar::aci().file("rootfs/../../decoy", b"pwned").finish();
     let (err, _sb) = unpack_err(&bytes, &defaults());
-    assert!(matches!(&err, ArchiveError::ParentComponent { entry } if entry == "rootfs/../../decoy"), "{err}");
+    assert!(
+        matches!(&err, ArchiveError::ParentComponent { entry } if entry == "rootfs/../../decoy"),
+        "{err}"
+    );
 }
 
 #[test]
 fn rejects_symlink_escaping_rootfs() {
     let bytes = RawTar::aci().symlink("rootfs/esc", "../../decoy").finish();
     let (err, _sb) = unpack_err(&bytes, &defaults());
-    assert!(matches!(&err, ArchiveError::SymlinkEscape { entry, .. } if entry == "rootfs/esc"), "{err}");
+    assert!(
+        matches!(&err, ArchiveError::SymlinkEscape { entry, .. } if entry == "rootfs/esc"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -46,7 +55,10 @@ fn rejects_symlink_chain_escaping_through_earlier_link() {
         .symlink("rootfs/up", "self/..")
         .finish();
     let (err, _sb) = unpack_err(&bytes, &defaults());
-    assert!(matches!(&err, ArchiveError::SymlinkEscape { entry, .. } if entry == "rootfs/up"), "{err}");
+    assert!(
+        matches!(&err, ArchiveError::SymlinkEscape { entry, .. } if entry == "rootfs/up"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -57,7 +69,10 @@ fn rejects_symlink_redirected_by_a_later_link() {
         .symlink("rootfs/self", ".")
         .finish();
     let (err, _sb) = unpack_err(&bytes, &defaults());
-    assert!(matches!(&err, ArchiveError::SymlinkEscape { entry, .. } if entry == "rootfs/up"), "{err}");
+    assert!(
+        matches!(&err, ArchiveError::SymlinkEscape { entry, .. } if entry == "rootfs/up"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -69,7 +84,10 @@ fn rejects_file_written_through_archive_symlink_dir() {
         .file("rootfs/d/evil", b"x")
         .finish();
     let (err, _sb) = unpack_err(&bytes, &defaults());
-    assert!(matches!(&err, ArchiveError::PathThroughSymlink { entry } if entry == "rootfs/d/evil"), "{err}");
+    assert!(
+        matches!(&err, ArchiveError::PathThroughSymlink { entry } if entry == "rootfs/d/evil"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -78,8 +96,12 @@ fn never_follows_symlink_already_in_target() {
     std::fs::create_dir_all(target.join("rootfs")).unwrap();
     std::os::unix::fs::symlink(sb.path(), target.join("rootfs/d")).unwrap();
     let bytes = RawTar::aci().file("rootfs/d/decoy", b"pwned").finish();
-    let err = archive::unpack(&bytes[..], &target, &defaults()).expect_err("wrote through a symlink");
-    assert!(matches!(&err, ArchiveError::PathThroughSymlink { entry } if entry == "rootfs/d/decoy"), "{err}");
+    let err =
+        archive::unpack(&bytes[..], &target, &defaults()).expect_err("wrote through a symlink");
+    assert!(
+        matches!(&err, ArchiveError::PathThroughSymlink { entry } if entry == "rootfs/d/decoy"),
+        "{err}"
+    );
     assert_nothing_outside(sb.path());
 }
 
@@ -89,8 +111,12 @@ fn never_replaces_existing_symlink_file() {
     std::fs::create_dir_all(target.join("rootfs")).unwrap();
     std::os::unix::fs::symlink(sb.path().join("decoy"), target.join("rootfs/f")).unwrap();
     let bytes = RawTar::aci().file("rootfs/f", b"pwned").finish();
-    let err = archive::unpack(&bytes[..], &target, &defaults()).expect_err("wrote through a symlink");
-    assert!(matches!(&err, ArchiveError::EntryExists { entry } if entry == "rootfs/f"), "{err}");
+    let err =
+        archive::unpack(&bytes[..], &target, &defaults()).expect_err("wrote through a symlink");
+    assert!(
+        matches!(&err, ArchiveError::EntryExists { entry } if entry == "rootfs/f"),
+        "{err}"
+    );
     assert_nothing_outside(sb.path());
 }
 
@@ -99,22 +125,34 @@ fn rejects_hardlink_escaping_rootfs() {
     for target in ["/etc/passwd", "rootfs/../../decoy", "../decoy", "manifest"] {
         let bytes = RawTar::aci().hardlink("rootfs/h", target).finish();
         let (err, _sb) = unpack_err(&bytes, &defaults());
-        assert!(matches!(&err, ArchiveError::HardlinkEscape { entry, .. } if entry == "rootfs/h"), "{target}: {err}");
+        assert!(
+            matches!(&err, ArchiveError::HardlinkEscape { entry, .. } if entry == "rootfs/h"),
+            "{target}: {err}"
+        );
     }
 }
 
 #[test]
 fn rejects_hardlink_to_entry_not_yet_in_archive() {
-    let bytes = RawTar::aci().hardlink("rootfs/h", "rootfs/later").file("rootfs/later", b"x").finish();
+    let bytes = RawTar::aci()
+        .hardlink("rootfs/h", "rootfs/later")
+        .file("rootfs/later", b"x")
+        .finish();
     let (err, _sb) = unpack_err(&bytes, &defaults());
-    assert!(matches!(&err, ArchiveError::HardlinkEscape { entry, .. } if entry == "rootfs/h"), "{err}");
+    assert!(
+        matches!(&err, ArchiveError::HardlinkEscape { entry, .. } if entry == "rootfs/h"),
+        "{err}"
+    );
 }
 
 #[test]
 fn rejects_device_node_unless_allowed() {
     let bytes = RawTar::aci().chardev("rootfs/mem").finish();
     let (err, _sb) = unpack_err(&bytes, &defaults());
-    assert!(matches!(&err, ArchiveError::DeviceNode { entry } if entry == "rootfs/mem"), "{err}");
+    assert!(
+        matches!(&err, ArchiveError::DeviceNode { entry } if entry == "rootfs/mem"),
+        "{err}"
+    );
     assert!(matches!(
         archive::read_aci(&bytes[..], &ReadOptions::default()),
         Err(ArchiveError::DeviceNode { .. })
@@ -140,12 +178,23 @@ fn creates_device_node_when_allowed_as_root() {
 
 #[test]
 fn rejects_duplicate_entries() {
-    let bytes = RawTar::aci().file("rootfs/a", b"1").file("rootfs/./a", b"2").finish();
+    let bytes = RawTar::aci()
+        .file("rootfs/a", b"1")
+        .file("rootfs/./a", b"2")
+        .finish();
     let (err, _sb) = unpack_err(&bytes, &defaults());
-    assert!(matches!(&err, ArchiveError::Duplicate { entry } if entry == "rootfs/./a"), "{err}");
-    let bytes = RawTar::aci().file("manifest", common::MANIFEST.as_bytes()).finish();
+    assert!(
+        matches!(&err, ArchiveError::Duplicate { entry } if entry == "rootfs/./a"),
+        "{err}"
+    );
+    let bytes = RawTar::aci()
+        .file("manifest", common::MANIFEST.as_bytes())
+        .finish();
     let (err, _sb) = unpack_err(&bytes, &defaults());
-    assert!(matches!(&err, ArchiveError::Duplicate { entry } if entry == "manifest"), "{err}");
+    assert!(
+        matches!(&err, ArchiveError::Duplicate { entry } if entry == "manifest"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -158,17 +207,32 @@ fn rejects_oversize_entry_and_total() {
     };
     let bytes = RawTar::aci().file("rootfs/big", &[0u8; 11]).finish();
     let (err, _sb) = unpack_err(&bytes, &opts);
-    assert!(matches!(&err, ArchiveError::EntryTooLarge { entry, size: 11, limit: 10 } if entry == "rootfs/big"), "{err}");
-    let bytes = RawTar::aci().file("rootfs/a", &[0u8; 10]).file("rootfs/b", &[0u8; 10]).finish();
+    assert!(
+        matches!(&err, ArchiveError::EntryTooLarge { entry, size: 11, limit: 10 } if entry == "rootfs/big"),
+        "{err}"
+    );
+    let bytes = RawTar::aci()
+        .file("rootfs/a", &[0u8; 10])
+        .file("rootfs/b", &[0u8; 10])
+        .finish();
     let (err, _sb) = unpack_err(&bytes, &opts);
-    assert!(matches!(&err, ArchiveError::TotalSizeExceeded { entry, .. } if entry == "rootfs/b"), "{err}");
+    assert!(
+        matches!(&err, ArchiveError::TotalSizeExceeded { entry, .. } if entry == "rootfs/b"),
+        "{err}"
+    );
     opts.read.limits = Limits {
         max_entries: 3,
         ..Limits::default()
     };
-    let bytes = RawTar::aci().file("rootfs/a", b"").file("rootfs/b", b"").finish();
+    let bytes = RawTar::aci()
+        .file("rootfs/a", b"")
+        .file("rootfs/b", b"")
+        .finish();
     let (err, _sb) = unpack_err(&bytes, &opts);
-    assert!(matches!(err, ArchiveError::TooManyEntries { limit: 3 }), "{err}");
+    assert!(
+        matches!(err, ArchiveError::TooManyEntries { limit: 3 }),
+        "{err}"
+    );
 }
 
 #[test]
@@ -183,7 +247,10 @@ fn rejects_entries_outside_layout_and_missing_parts() {
         archive::read_aci(&bytes[..], &ReadOptions::default()),
         Err(ArchiveError::MissingManifest)
     ));
-    let bytes = RawTar::new().file("manifest", common::MANIFEST.as_bytes()).file("rootfs/a", b"").finish();
+    let bytes = RawTar::new()
+        .file("manifest", common::MANIFEST.as_bytes())
+        .file("rootfs/a", b"")
+        .finish();
     assert!(matches!(
         archive::read_aci(&bytes[..], &ReadOptions::default()),
         Err(ArchiveError::MissingRootfs)

@@ -37,7 +37,11 @@ fn insert_then_get_by_full_id_and_prefix() {
     assert_eq!(store.get(&rec.id.as_str()[..20]).unwrap().id, rec.id);
     assert_eq!(store.get(&rec.id.hex()[..12]).unwrap().id, rec.id);
     let mut blob = Vec::new();
-    store.open_blob(&rec.id).unwrap().read_to_end(&mut blob).unwrap();
+    store
+        .open_blob(&rec.id)
+        .unwrap()
+        .read_to_end(&mut blob)
+        .unwrap();
     assert_eq!(blob, bytes, "the blob must be the bytes as received");
     // Inserting again is a no-op that returns the same image.
     assert_eq!(store.insert(&bytes[..]).unwrap().id, rec.id);
@@ -69,7 +73,10 @@ fn invalid_aci_leaves_nothing_in_store() {
     let root = tempfile::tempdir().unwrap();
     let store = Store::open(root.path()).unwrap();
     let bad = RawTar::aci().file("rootfs/../x", b"").finish();
-    assert!(matches!(store.insert(&bad[..]), Err(StoreError::InsertInvalid(_))));
+    assert!(matches!(
+        store.insert(&bad[..]),
+        Err(StoreError::InsertInvalid(_))
+    ));
     assert!(names_in(&root.path().join("images")).is_empty());
 }
 
@@ -84,7 +91,13 @@ fn find_picks_highest_version_or_exact_labels() {
     let latest = store.find("example.com/app", &[]).unwrap();
     assert_eq!(latest.label("version"), Some("1.10.0"));
     let exact = store
-        .find("example.com/app", &[("version".into(), "1.9.0".into()), ("os".into(), "linux".into())])
+        .find(
+            "example.com/app",
+            &[
+                ("version".into(), "1.9.0".into()),
+                ("os".into(), "linux".into()),
+            ],
+        )
         .unwrap();
     assert_eq!(exact.label("version"), Some("1.9.0"));
     assert!(matches!(
@@ -118,7 +131,9 @@ fn big_aci() -> Vec<u8> {
 /// starts. Without the variable it does nothing.
 #[test]
 fn crash_child_inserts_slowly() {
-    let Ok(root) = std::env::var(CRASH_ENV) else { return };
+    let Ok(root) = std::env::var(CRASH_ENV) else {
+        return;
+    };
     let store = Store::open(&root).unwrap();
     let bytes = big_aci();
     store.insert(Slow(&bytes)).unwrap();
@@ -129,7 +144,12 @@ fn crash_child_inserts_slowly() {
 fn killed_insert_leaves_no_partial_image_and_store_reopens_clean() {
     let root = tempfile::tempdir().unwrap();
     let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "crash_child_inserts_slowly", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "crash_child_inserts_slowly",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(CRASH_ENV, root.path())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -140,10 +160,15 @@ fn killed_insert_leaves_no_partial_image_and_store_reopens_clean() {
     // Wait until the child has written a good part of its temp file, then SIGKILL it.
     loop {
         assert!(Instant::now() < deadline, "child never started writing");
-        assert!(child.try_wait().unwrap().is_none(), "child exited before the kill");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "child exited before the kill"
+        );
         let partial = std::fs::read_dir(&images).ok().and_then(|rd| {
-            rd.flatten()
-                .find(|e| e.file_name().to_string_lossy().starts_with(".tmp-") && e.metadata().is_ok_and(|m| m.size() > 256 * 1024))
+            rd.flatten().find(|e| {
+                e.file_name().to_string_lossy().starts_with(".tmp-")
+                    && e.metadata().is_ok_and(|m| m.size() > 256 * 1024)
+            })
         });
         if partial.is_some() {
             break;
@@ -152,11 +177,21 @@ fn killed_insert_leaves_no_partial_image_and_store_reopens_clean() {
     }
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
-    assert!(names_in(&images).iter().any(|n| n.starts_with(".tmp-")), "the kill should leave a temp file behind");
+    assert!(
+        names_in(&images).iter().any(|n| n.starts_with(".tmp-")),
+        "the kill should leave a temp file behind"
+    );
 
     let store = Store::open(root.path()).unwrap();
-    assert!(store.list().unwrap().is_empty(), "a partial image is visible");
-    assert!(names_in(&images).is_empty(), "stale temp files survived open: {:?}", names_in(&images));
+    assert!(
+        store.list().unwrap().is_empty(),
+        "a partial image is visible"
+    );
+    assert!(
+        names_in(&images).is_empty(),
+        "stale temp files survived open: {:?}",
+        names_in(&images)
+    );
     // And the store works afterwards.
     let rec = store.insert(&big_aci()[..]).unwrap();
     assert_eq!(store.list().unwrap(), vec![rec]);
@@ -181,7 +216,10 @@ fn insert(store: &Store, m: &str, build: impl FnOnce(&mut RawTar)) -> ImageId {
 }
 
 fn deps(list: &[&str]) -> String {
-    let d: Vec<String> = list.iter().map(|n| format!(r#"{{"imageName":"{n}"}}"#)).collect();
+    let d: Vec<String> = list
+        .iter()
+        .map(|n| format!(r#"{{"imageName":"{n}"}}"#))
+        .collect();
     format!(r#","dependencies":[{}]"#, d.join(","))
 }
 
@@ -199,13 +237,20 @@ fn render_applies_dependencies_depth_first_with_image_last() {
     let c = insert(&store, &manifest_named("t/c", &[], &deps(&["t/d"])), |t| {
         t.file("rootfs/f2", b"C").file("rootfs/f3", b"C");
     });
-    let a = insert(&store, &manifest_named("t/a", &[], &deps(&["t/b", "t/c"])), |t| {
-        t.file("rootfs/f3", b"A");
-    });
+    let a = insert(
+        &store,
+        &manifest_named("t/a", &[], &deps(&["t/b", "t/c"])),
+        |t| {
+            t.file("rootfs/f3", b"A");
+        },
+    );
     let tree = store.render(&a, &mut StoreOnly).unwrap();
     assert_eq!(tree.layers, vec![b, d, c, a.clone()]);
     let read = |p: &str| std::fs::read_to_string(tree.path.join(p)).unwrap();
-    assert_eq!((read("f1"), read("f2"), read("f3"), read("only-b")), ("D".into(), "C".into(), "A".into(), "B".into()));
+    assert_eq!(
+        (read("f1"), read("f2"), read("f3"), read("only-b")),
+        ("D".into(), "C".into(), "A".into(), "B".into())
+    );
     // Rendering again reuses the tree.
     assert_eq!(store.render(&a, &mut StoreOnly).unwrap().path, tree.path);
     assert_eq!(store.trees().unwrap().len(), 1);
@@ -216,17 +261,33 @@ fn render_replaces_symlink_to_dir_instead_of_following_it() {
     let root = tempfile::tempdir().unwrap();
     let store = Store::open(root.path()).unwrap();
     insert(&store, &manifest_named("t/base", &[], ""), |t| {
-        t.dir("rootfs/usr/").dir("rootfs/usr/lib/").symlink("rootfs/lib", "usr/lib").dir("rootfs/d/").file("rootfs/d/inner", b"x");
+        t.dir("rootfs/usr/")
+            .dir("rootfs/usr/lib/")
+            .symlink("rootfs/lib", "usr/lib")
+            .dir("rootfs/d/")
+            .file("rootfs/d/inner", b"x");
     });
-    let top = insert(&store, &manifest_named("t/top", &[], &deps(&["t/base"])), |t| {
-        t.dir("rootfs/lib/").file("rootfs/lib/y", b"y").file("rootfs/d", b"file over dir");
-    });
+    let top = insert(
+        &store,
+        &manifest_named("t/top", &[], &deps(&["t/base"])),
+        |t| {
+            t.dir("rootfs/lib/")
+                .file("rootfs/lib/y", b"y")
+                .file("rootfs/d", b"file over dir");
+        },
+    );
     let tree = store.render(&top, &mut StoreOnly).unwrap();
     let lib = std::fs::symlink_metadata(tree.path.join("lib")).unwrap();
     assert!(lib.is_dir(), "symlink was kept or followed");
     assert!(tree.path.join("lib/y").exists());
-    assert!(!tree.path.join("usr/lib/y").exists(), "write went through the lower layer's symlink");
-    assert_eq!(std::fs::read(tree.path.join("d")).unwrap(), b"file over dir");
+    assert!(
+        !tree.path.join("usr/lib/y").exists(),
+        "write went through the lower layer's symlink"
+    );
+    assert_eq!(
+        std::fs::read(tree.path.join("d")).unwrap(),
+        b"file over dir"
+    );
 }
 
 #[test]
@@ -234,11 +295,21 @@ fn path_whitelist_of_parent_filters_dependencies_but_keeps_dirs() {
     let root = tempfile::tempdir().unwrap();
     let store = Store::open(root.path()).unwrap();
     insert(&store, &manifest_named("t/dep", &[], ""), |t| {
-        t.file("rootfs/b-keep", b"").file("rootfs/b-drop", b"").dir("rootfs/bdir/").file("rootfs/bdir/x", b"");
+        t.file("rootfs/b-keep", b"")
+            .file("rootfs/b-drop", b"")
+            .dir("rootfs/bdir/")
+            .file("rootfs/bdir/x", b"");
     });
     let top = insert(
         &store,
-        &manifest_named("t/top", &[], &format!(r#"{},"pathWhitelist":["/b-keep","/keep"]"#, deps(&["t/dep"]))),
+        &manifest_named(
+            "t/top",
+            &[],
+            &format!(
+                r#"{},"pathWhitelist":["/b-keep","/keep"]"#,
+                deps(&["t/dep"])
+            ),
+        ),
         |t| {
             t.file("rootfs/keep", b"").file("rootfs/drop", b"");
         },
@@ -256,10 +327,17 @@ fn dependency_with_wrong_image_id_is_refused() {
     let other = insert(&store, &manifest_named("t/other", &[], ""), |_| {});
     let top = insert(
         &store,
-        &manifest_named("t/top", &[], &format!(r#","dependencies":[{{"imageName":"t/dep","imageID":"{other}"}}]"#)),
+        &manifest_named(
+            "t/top",
+            &[],
+            &format!(r#","dependencies":[{{"imageName":"t/dep","imageID":"{other}"}}]"#),
+        ),
         |_| {},
     );
-    assert!(matches!(store.render(&top, &mut StoreOnly), Err(StoreError::DependencyMismatch { .. })));
+    assert!(matches!(
+        store.render(&top, &mut StoreOnly),
+        Err(StoreError::DependencyMismatch { .. })
+    ));
 }
 
 #[test]
@@ -269,7 +347,11 @@ fn gc_removes_images_and_trees_not_reachable_from_roots() {
     let base = insert(&store, &manifest_named("t/base", &[], ""), |t| {
         t.file("rootfs/base", b"");
     });
-    let app = insert(&store, &manifest_named("t/app", &[], &deps(&["t/base"])), |_| {});
+    let app = insert(
+        &store,
+        &manifest_named("t/app", &[], &deps(&["t/base"])),
+        |_| {},
+    );
     let stray = insert(&store, &manifest_named("t/stray", &[], ""), |_| {});
     store.render(&app, &mut StoreOnly).unwrap();
     store.render(&stray, &mut StoreOnly).unwrap();

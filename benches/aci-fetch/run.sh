@@ -31,13 +31,15 @@ builder="$repo/target/release/builder"
 
 echo "bench: generating a ${size_mb} MB tree"
 python3 - "$work/img" "$size_mb" <<'PY'
-import os, sys, random, base64
+import os, sys, random, base64, platform
 root, mb = sys.argv[1], int(sys.argv[2])
+arch = {"x86_64": "amd64"}.get(platform.machine(), platform.machine())
 rng = random.Random(42)
 os.makedirs(f"{root}/rootfs", exist_ok=True)
 with open(f"{root}/manifest", "w") as f:
     f.write('{"acKind":"ImageManifest","acVersion":"0.8.11","name":"localhost/bench",'
-            '"labels":[{"name":"version","value":"1.0.0"}]}')
+            '"labels":[{"name":"version","value":"1.0.0"},{"name":"os","value":"linux"},'
+            '{"name":"arch","value":"%s"}]}' % arch)
 total, i = 0, 0
 while total < mb << 20:
     d = f"{root}/rootfs/d{i // 100:03d}"
@@ -80,11 +82,14 @@ for run in $(seq "$runs"); do
     tar -xf "$work/dl.aci" -C "$work/out-base"
     t1=$(now)
     sync; t2=$(now)
-    "$builder" aci fetch localhost/bench --insecure-http --trust "$work/trust" -o "$work/fetched.aci" >/dev/null
+    "$builder" aci fetch localhost/bench --insecure-http --trust "$work/trust" -o "$work/fetched.aci" >/dev/null 2>&1
+    t2a=$(now)
     "$builder" aci extract "$work/fetched.aci" "$work/out-ours" >/dev/null
     t3=$(now)
     base=$(echo "$t1 - $t0" | bc -l); ours=$(echo "$t3 - $t2" | bc -l)
-    printf 'run %d: baseline %.2f s, ours %.2f s\n' "$run" "$base" "$ours"
+    fetch=$(echo "$t2a - $t2" | bc -l); extract=$(echo "$t3 - $t2a" | bc -l)
+    printf 'run %d: baseline %.2f s, ours %.2f s (fetch+verify %.2f s, extract %.2f s)\n' \
+        "$run" "$base" "$ours" "$fetch" "$extract"
     if [[ -z "$best_base" ]] || (( $(echo "$base < $best_base" | bc -l) )); then best_base=$base; fi
     if [[ -z "$best_ours" ]] || (( $(echo "$ours < $best_ours" | bc -l) )); then best_ours=$ours; fi
 done

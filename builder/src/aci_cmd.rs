@@ -131,6 +131,12 @@ fn build(
     tmp.as_file()
         .sync_all()
         .with_context(|| format!("writing {}", output.display()))?;
+    // Temp files are created 0600; an image is meant to be published.
+    std::fs::set_permissions(
+        tmp.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o644),
+    )
+    .with_context(|| format!("writing {}", output.display()))?;
     tmp.persist(output)
         .with_context(|| format!("writing {}", output.display()))?;
     println!("{}: {id}", output.display());
@@ -160,9 +166,8 @@ fn validate(file: &Path) -> anyhow::Result<()> {
             .with_context(|| format!("{} is not an appc manifest", file.display()))?;
         match kind {
             ManifestKind::Image => {
-                let m = manifest::ImageManifest::from_json(&json).with_context(|| {
-                    format!("{} is not a valid Image Manifest", file.display())
-                })?;
+                let m = manifest::ImageManifest::from_json(&json)
+                    .with_context(|| format!("{} is not a valid Image Manifest", file.display()))?;
                 println!("{}: valid Image Manifest for {}", file.display(), m.name);
             }
             ManifestKind::Pod => {
@@ -197,7 +202,10 @@ fn inspect(file: &Path) -> anyhow::Result<()> {
     println!("Image ID:    {}", summary.id);
     println!("Name:        {}", summary.manifest.name);
     println!("Compression: {}", summary.compression.name());
-    println!("Tar size:    {} bytes, {} entries", summary.tar_size, summary.entries);
+    println!(
+        "Tar size:    {} bytes, {} entries",
+        summary.tar_size, summary.entries
+    );
     println!("Manifest:\n{pretty}");
     Ok(())
 }
@@ -221,6 +229,11 @@ fn extract(file: &Path, dir: &Path, rootfs_only: bool, allow_devices: bool) -> a
     };
     let summary = archive::unpack(open(file)?, dir, &opts)
         .with_context(|| format!("extracting {} into {}", file.display(), dir.display()))?;
-    println!("{}: extracted {} into {}", file.display(), summary.id, dir.display());
+    println!(
+        "{}: extracted {} into {}",
+        file.display(),
+        summary.id,
+        dir.display()
+    );
     Ok(())
 }

@@ -180,10 +180,16 @@ impl fmt::Display for Line<'_> {
             Self::Unmounting => f.write_str("unmounting filesystems"),
             Self::PoweringOff => f.write_str("powering off"),
             Self::Rebooting => f.write_str("rebooting"),
-            Self::Fatal(chain) => write!(f, "fatal: {chain}"),
-            Self::Warning(message) => write!(f, "warning: {message}"),
+            Self::Fatal(chain) => write!(f, "fatal: {}", one_line(chain)),
+            Self::Warning(message) => write!(f, "warning: {}", one_line(message)),
         }
     }
+}
+
+/// Folds a multi-line message (TOML errors draw a caret under the offending text) into one
+/// line, so each marker stays a single greppable line.
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 /// Prints one line on stderr, which `stdio::attach_console` points at /dev/console.
@@ -226,6 +232,16 @@ mod tests {
             early.to_string(),
             "init: hostos-init 0.1.0 (aarch64) started 0.007 s after kernel start"
         );
+    }
+
+    #[test]
+    fn fatal_and_warning_stay_on_one_line() {
+        let chain = "malformed: host.toml: TOML parse error at line 1, column 8\n  |\n1 | name =\n  |        ^\ninvalid string\n";
+        assert_eq!(
+            Line::Fatal(chain).to_string(),
+            "init: fatal: malformed: host.toml: TOML parse error at line 1, column 8 | 1 | name = | ^ invalid string"
+        );
+        assert_eq!(Line::Warning("a\nb").to_string(), "init: warning: a b");
     }
 
     #[test]

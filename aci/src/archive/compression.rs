@@ -92,9 +92,7 @@ fn open<'a, R: Read + 'a>(kind: Compression, r: R) -> Result<Box<dyn Read + 'a>,
         #[cfg(feature = "bzip2")]
         Compression::Bzip2 => Ok(Box::new(bzip2::read::MultiBzDecoder::new(r))),
         #[cfg(feature = "xz")]
-        Compression::Xz => Ok(Box::new(
-            liblzma::read::XzDecoder::new_multi_decoder(r),
-        )),
+        Compression::Xz => Ok(Box::new(liblzma::read::XzDecoder::new_multi_decoder(r))),
         #[cfg(feature = "zstd")]
         Compression::Zstd => Ok(Box::new(
             zstd::stream::read::Decoder::new(r).map_err(ArchiveError::ReadStream)?,
@@ -173,8 +171,14 @@ mod tests {
     fn detects_each_magic() {
         assert_eq!(detect(&[0x1f, 0x8b, 8]), Some(Compression::Gzip));
         assert_eq!(detect(b"BZh91AY"), Some(Compression::Bzip2));
-        assert_eq!(detect(&[0xfd, b'7', b'z', b'X', b'Z', 0, 0]), Some(Compression::Xz));
-        assert_eq!(detect(&[0x28, 0xb5, 0x2f, 0xfd, 0]), Some(Compression::Zstd));
+        assert_eq!(
+            detect(&[0xfd, b'7', b'z', b'X', b'Z', 0, 0]),
+            Some(Compression::Xz)
+        );
+        assert_eq!(
+            detect(&[0x28, 0xb5, 0x2f, 0xfd, 0]),
+            Some(Compression::Zstd)
+        );
         let mut tar = vec![0u8; 512];
         tar[257..262].copy_from_slice(b"ustar");
         assert_eq!(detect(&tar), Some(Compression::None));

@@ -132,8 +132,16 @@ mod tests {
     fn parses_only_full_lowercase_sha512_ids() {
         let good = format!("sha512-{}", "a".repeat(128));
         assert!(good.parse::<ImageId>().is_ok());
-        assert!(format!("sha256-{}", "a".repeat(64)).parse::<ImageId>().is_err());
-        assert!(format!("sha512-{}", "A".repeat(128)).parse::<ImageId>().is_err());
+        assert!(
+            format!("sha256-{}", "a".repeat(64))
+                .parse::<ImageId>()
+                .is_err()
+        );
+        assert!(
+            format!("sha512-{}", "A".repeat(128))
+                .parse::<ImageId>()
+                .is_err()
+        );
         assert!("sha512-abc".parse::<ImageId>().is_err());
     }
 

@@ -33,6 +33,8 @@ impl ManifestView {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestViewError {
+    #[error("the Image Manifest does not validate")]
+    Manifest(#[source] crate::manifest::ManifestError),
     #[error("the manifest is not valid JSON for an Image Manifest")]
     Json(#[source] serde_json::Error),
     #[error("acKind is {0:?}, not \"ImageManifest\"")]
@@ -77,9 +79,11 @@ struct RawDependency {
     size: Option<u64>,
 }
 
-/// Parses and checks an Image Manifest. This checks the fields archive code relies on; the
-/// complete appc validation is `crate::manifest`'s job.
+/// Validates an Image Manifest in full (`crate::manifest`) and extracts the fields archive and
+/// store code use. The local checks below repeat the ones those fields rely on, so this view
+/// stays correct on its own.
 pub fn parse_image_manifest(bytes: &[u8]) -> Result<ManifestView, ManifestViewError> {
+    crate::manifest::ImageManifest::from_json(bytes).map_err(ManifestViewError::Manifest)?;
     let raw: Raw = serde_json::from_slice(bytes).map_err(ManifestViewError::Json)?;
     if raw.ac_kind != "ImageManifest" {
         return Err(ManifestViewError::Kind(raw.ac_kind));
@@ -169,9 +173,20 @@ mod tests {
 
     #[test]
     fn refuses_pod_manifests_bad_names_and_duplicate_labels() {
-        assert!(parse_image_manifest(br#"{"acKind":"PodManifest","acVersion":"0.8.11","name":"a"}"#).is_err());
-        assert!(parse_image_manifest(br#"{"acKind":"ImageManifest","acVersion":"0.8.11","name":"BAD"}"#).is_err());
-        assert!(parse_image_manifest(br#"{"acKind":"ImageManifest","acVersion":"x","name":"a"}"#).is_err());
+        assert!(
+            parse_image_manifest(br#"{"acKind":"PodManifest","acVersion":"0.8.11","name":"a"}"#)
+                .is_err()
+        );
+        assert!(
+            parse_image_manifest(
+                br#"{"acKind":"ImageManifest","acVersion":"0.8.11","name":"BAD"}"#
+            )
+            .is_err()
+        );
+        assert!(
+            parse_image_manifest(br#"{"acKind":"ImageManifest","acVersion":"x","name":"a"}"#)
+                .is_err()
+        );
         assert!(
             parse_image_manifest(
                 br#"{"acKind":"ImageManifest","acVersion":"0.8.11","name":"a","labels":[{"name":"os","value":"linux"},{"name":"os","value":"linux"}]}"#

@@ -110,7 +110,8 @@ impl SymlinkMap {
         } else {
             at[..at.len().saturating_sub(1)].to_vec()
         };
-        let mut queue: VecDeque<Vec<u8>> = target.split(|&b| b == b'/').map(<[u8]>::to_vec).collect();
+        let mut queue: VecDeque<Vec<u8>> =
+            target.split(|&b| b == b'/').map(<[u8]>::to_vec).collect();
         let mut hops = 0;
         while let Some(c) = queue.pop_front() {
             match c.as_slice() {
@@ -154,7 +155,10 @@ mod tests {
     fn classify_accepts_dot_slash_manifest_like_go() {
         assert_eq!(classify(b"./manifest"), Ok(Place::Manifest));
         assert_eq!(classify(b"rootfs/"), Ok(Place::RootfsDir));
-        assert_eq!(classify(b"./rootfs//a/./b"), Ok(Place::Rootfs(comps("a/b"))));
+        assert_eq!(
+            classify(b"./rootfs//a/./b"),
+            Ok(Place::Rootfs(comps("a/b")))
+        );
     }
 
     #[test]

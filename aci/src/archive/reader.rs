@@ -286,8 +286,8 @@ pub(crate) fn walk<R: Read>(
         return Err(ArchiveError::MissingRootfs);
     }
     let (id, tar_size) = hashing.finish().map_err(ArchiveError::ReadStream)?;
-    let manifest =
-        manifest_view::parse_image_manifest(&manifest_json).map_err(ArchiveError::InvalidManifest)?;
+    let manifest = manifest_view::parse_image_manifest(&manifest_json)
+        .map_err(ArchiveError::InvalidManifest)?;
     Ok(AciSummary {
         id,
         compression,

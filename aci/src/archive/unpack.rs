@@ -193,7 +193,12 @@ impl UnpackSink<'_> {
     /// Opens the directory `comps` below the root one component at a time without following
     /// symlinks. Missing directories are created (tar allows omitting parents). In overwrite
     /// mode a non-directory from an earlier layer in the way is replaced.
-    fn open_dir(&self, comps: &[Vec<u8>], entry: &str, create: bool) -> Result<OwnedFd, ArchiveError> {
+    fn open_dir(
+        &self,
+        comps: &[Vec<u8>],
+        entry: &str,
+        create: bool,
+    ) -> Result<OwnedFd, ArchiveError> {
         let err = |source: io::Error| ArchiveError::CreateDir {
             entry: entry.to_string(),
             source,
@@ -257,7 +262,13 @@ impl UnpackSink<'_> {
 
     /// Layer mode: clears the way for `leaf`. Returns true when an existing directory should be
     /// kept (a directory over a directory merges).
-    fn clear(&mut self, parent: &OwnedFd, leaf: &[u8], is_dir: bool, entry: &str) -> Result<bool, ArchiveError> {
+    fn clear(
+        &mut self,
+        parent: &OwnedFd,
+        leaf: &[u8],
+        is_dir: bool,
+        entry: &str,
+    ) -> Result<bool, ArchiveError> {
         let stat = match rustix::fs::statat(parent, leaf, AtFlags::SYMLINK_NOFOLLOW) {
             Ok(st) => st,
             Err(Errno::NOENT) => return Ok(false),
@@ -286,7 +297,11 @@ impl UnpackSink<'_> {
         Ok(false)
     }
 
-    fn ids(&self, meta: &EntryMeta, entry: &str) -> Result<Option<(rustix::fs::Uid, rustix::fs::Gid)>, ArchiveError> {
+    fn ids(
+        &self,
+        meta: &EntryMeta,
+        entry: &str,
+    ) -> Result<Option<(rustix::fs::Uid, rustix::fs::Gid)>, ArchiveError> {
         if !self.owners {
             return Ok(None);
         }
@@ -323,7 +338,12 @@ impl UnpackSink<'_> {
     }
 
     /// Owner, then mode (chown clears set-id bits), xattrs, then times, on an open file or dir.
-    fn apply_fd(&self, fd: BorrowedFd<'_>, meta: &EntryMeta, entry: &str) -> Result<(), ArchiveError> {
+    fn apply_fd(
+        &self,
+        fd: BorrowedFd<'_>,
+        meta: &EntryMeta,
+        entry: &str,
+    ) -> Result<(), ArchiveError> {
         let set = |what, r: Result<(), Errno>| {
             r.map_err(|e| ArchiveError::SetMetadata {
                 entry: entry.to_string(),
@@ -347,11 +367,21 @@ impl UnpackSink<'_> {
                 }
             }
         }
-        set("mtime", rustix::fs::futimens(fd, &Self::times(meta, entry)?))
+        set(
+            "mtime",
+            rustix::fs::futimens(fd, &Self::times(meta, entry)?),
+        )
     }
 
     /// Owner and times for entries that cannot be opened (symlinks, device nodes, fifos).
-    fn apply_at(&self, parent: &OwnedFd, leaf: &[u8], meta: &EntryMeta, entry: &str, mode: bool) -> Result<(), ArchiveError> {
+    fn apply_at(
+        &self,
+        parent: &OwnedFd,
+        leaf: &[u8],
+        meta: &EntryMeta,
+        entry: &str,
+        mode: bool,
+    ) -> Result<(), ArchiveError> {
         let set = |what, r: Result<(), Errno>| {
             r.map_err(|e| ArchiveError::SetMetadata {
                 entry: entry.to_string(),
@@ -362,18 +392,34 @@ impl UnpackSink<'_> {
         if let Some((uid, gid)) = self.ids(meta, entry)? {
             set(
                 "owner",
-                rustix::fs::chownat(parent, leaf, Some(uid), Some(gid), AtFlags::SYMLINK_NOFOLLOW),
+                rustix::fs::chownat(
+                    parent,
+                    leaf,
+                    Some(uid),
+                    Some(gid),
+                    AtFlags::SYMLINK_NOFOLLOW,
+                ),
             )?;
         }
         if mode {
             set(
                 "mode",
-                rustix::fs::chmodat(parent, leaf, Mode::from_raw_mode(meta.mode & 0o7777), AtFlags::empty()),
+                rustix::fs::chmodat(
+                    parent,
+                    leaf,
+                    Mode::from_raw_mode(meta.mode & 0o7777),
+                    AtFlags::empty(),
+                ),
             )?;
         }
         set(
             "mtime",
-            rustix::fs::utimensat(parent, leaf, &Self::times(meta, entry)?, AtFlags::SYMLINK_NOFOLLOW),
+            rustix::fs::utimensat(
+                parent,
+                leaf,
+                &Self::times(meta, entry)?,
+                AtFlags::SYMLINK_NOFOLLOW,
+            ),
         )
     }
 
@@ -381,7 +427,7 @@ impl UnpackSink<'_> {
         self.cache = None;
         let mut dirs = std::mem::take(&mut self.dirs);
         // Deepest first, so setting a parent's mtime is the last change to it.
-        dirs.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        dirs.sort_by_key(|d| std::cmp::Reverse(d.0.len()));
         for (comps, meta, name) in &dirs {
             let fd = self.open_rw_dir(comps, name)?;
             self.apply_fd(fd.as_fd(), meta, name)?;
@@ -395,7 +441,18 @@ impl UnpackSink<'_> {
     fn open_rw_dir(&self, comps: &[Vec<u8>], entry: &str) -> Result<OwnedFd, ArchiveError> {
         let (leaf, parent) = match comps.split_last() {
             Some(split) => split,
-            None => return rustix::fs::openat(self.root, ".", OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty()).map_err(|e| ArchiveError::CreateDir { entry: entry.to_string(), source: e.into() }),
+            None => {
+                return rustix::fs::openat(
+                    self.root,
+                    ".",
+                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )
+                .map_err(|e| ArchiveError::CreateDir {
+                    entry: entry.to_string(),
+                    source: e.into(),
+                });
+            }
         };
         let parent = self.open_dir(parent, entry, false)?;
         rustix::fs::openat(
@@ -421,7 +478,10 @@ impl Sink for UnpackSink<'_> {
     }
 
     fn entry(&mut self, e: &Entry<'_>, data: &mut dyn Read) -> Result<(), ArchiveError> {
-        if *e.kind != EntryKind::Dir && !self.opts.filter.is_empty() && !self.opts.filter.allows(&rootfs_path(e.comps)) {
+        if *e.kind != EntryKind::Dir
+            && !self.opts.filter.is_empty()
+            && !self.opts.filter.allows(&rootfs_path(e.comps))
+        {
             return Ok(());
         }
         let Some((leaf, parent_comps)) = e.comps.split_last() else {
@@ -431,7 +491,8 @@ impl Sink for UnpackSink<'_> {
         let name = e.name;
         let parent = self.parent(parent_comps, name)?;
         if self.opts.overwrite && self.clear(&parent, leaf, *e.kind == EntryKind::Dir, name)? {
-            self.dirs.push((e.comps.to_vec(), e.meta.clone(), name.to_string()));
+            self.dirs
+                .push((e.comps.to_vec(), e.meta.clone(), name.to_string()));
             return Ok(());
         }
         let exists = |source: Errno| {
@@ -470,17 +531,24 @@ impl Sink for UnpackSink<'_> {
                         });
                     }
                 }
-                self.dirs.push((e.comps.to_vec(), e.meta.clone(), name.to_string()));
+                self.dirs
+                    .push((e.comps.to_vec(), e.meta.clone(), name.to_string()));
             }
             EntryKind::File { .. } => {
                 let fd = rustix::fs::openat(
                     &parent,
                     leaf,
-                    OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    OFlags::WRONLY
+                        | OFlags::CREATE
+                        | OFlags::EXCL
+                        | OFlags::NOFOLLOW
+                        | OFlags::CLOEXEC,
                     Mode::from_raw_mode(0o600),
                 )
                 .map_err(|err| match exists(err) {
-                    ArchiveError::CreateNode { entry, source } => ArchiveError::WriteFile { entry, source },
+                    ArchiveError::CreateNode { entry, source } => {
+                        ArchiveError::WriteFile { entry, source }
+                    }
                     other => other,
                 })?;
                 let mut file = File::from(fd);

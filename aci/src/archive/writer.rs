@@ -63,7 +63,11 @@ struct Source {
 }
 
 /// Writes `dir/manifest` and `dir/rootfs/` as an ACI to `out` and returns its Image ID.
-pub fn write_aci<W: Write>(dir: &Path, out: W, opts: &WriteOptions) -> Result<ImageId, ArchiveError> {
+pub fn write_aci<W: Write>(
+    dir: &Path,
+    out: W,
+    opts: &WriteOptions,
+) -> Result<ImageId, ArchiveError> {
     let read_err = |path: &Path| {
         let path = path.to_path_buf();
         move |source| ArchiveError::ReadSource { path, source }
@@ -93,12 +97,21 @@ pub fn write_aci<W: Write>(dir: &Path, out: W, opts: &WriteOptions) -> Result<Im
     let mut h = header(opts, 0o644, 0, 0);
     h.set_entry_type(tar::EntryType::Regular);
     h.set_size(manifest.len() as u64);
-    builder.append_data(&mut h, "manifest", &manifest[..]).map_err(w)?;
+    builder
+        .append_data(&mut h, "manifest", &manifest[..])
+        .map_err(w)?;
 
-    let mut h = header(opts, rootfs_meta.mode(), rootfs_meta.uid(), rootfs_meta.gid());
+    let mut h = header(
+        opts,
+        rootfs_meta.mode(),
+        rootfs_meta.uid(),
+        rootfs_meta.gid(),
+    );
     h.set_entry_type(tar::EntryType::Directory);
     h.set_size(0);
-    builder.append_data(&mut h, "rootfs/", io::empty()).map_err(w)?;
+    builder
+        .append_data(&mut h, "rootfs/", io::empty())
+        .map_err(w)?;
 
     // First archive name of each multiply-linked inode, so later ones become hard links.
     let mut inodes: HashMap<(u64, u64), Vec<u8>> = HashMap::new();
@@ -115,7 +128,11 @@ fn header(opts: &WriteOptions, mode: u32, uid: u32, gid: u32) -> tar::Header {
     let mut h = tar::Header::new_ustar();
     h.set_mode(mode & 0o7777);
     h.set_mtime(opts.mtime);
-    let (uid, gid) = if opts.preserve_owners { (uid, gid) } else { (0, 0) };
+    let (uid, gid) = if opts.preserve_owners {
+        (uid, gid)
+    } else {
+        (0, 0)
+    };
     h.set_uid(u64::from(uid));
     h.set_gid(u64::from(gid));
     h
@@ -170,7 +187,11 @@ fn append<W: Write>(
         let mut dir_name = src.name.clone();
         dir_name.push(b'/');
         builder
-            .append_data(&mut h, Path::new(std::ffi::OsStr::from_bytes(&dir_name)), io::empty())
+            .append_data(
+                &mut h,
+                Path::new(std::ffi::OsStr::from_bytes(&dir_name)),
+                io::empty(),
+            )
             .map_err(w)
     } else if ft.is_file() {
         let key = (src.meta.dev(), src.meta.ino());
@@ -243,7 +264,11 @@ fn append_pax<W: Write>(
     let mut pax_name = b"PaxHeaders/".to_vec();
     pax_name.extend_from_slice(&base[..base.len().min(80)]);
     builder
-        .append_data(&mut h, Path::new(std::ffi::OsStr::from_bytes(&pax_name)), &body[..])
+        .append_data(
+            &mut h,
+            Path::new(std::ffi::OsStr::from_bytes(&pax_name)),
+            &body[..],
+        )
         .map_err(ArchiveError::WriteArchive)
 }
 

@@ -92,7 +92,9 @@ impl RawTar {
 /// Every path under `root`, relative, sorted.
 pub fn tree(root: &Path) -> Vec<String> {
     fn walk(base: &Path, dir: &Path, out: &mut Vec<String>) {
-        let Ok(rd) = std::fs::read_dir(dir) else { return };
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            return;
+        };
         for e in rd.flatten() {
             let p = e.path();
             out.push(p.strip_prefix(base).unwrap().to_string_lossy().into_owned());
@@ -121,7 +123,10 @@ pub fn assert_nothing_outside(sb: &Path) {
         .into_iter()
         .filter(|p| p != "decoy" && p != "target" && !p.starts_with("target/"))
         .collect();
-    assert!(outside.is_empty(), "written outside the target: {outside:?}");
+    assert!(
+        outside.is_empty(),
+        "written outside the target: {outside:?}"
+    );
     assert_eq!(std::fs::read(sb.join("decoy")).unwrap(), b"original");
 }
 
@@ -133,5 +138,8 @@ pub fn require_tool(tool: &str, package: &str) {
         .output()
         .map(|o| o.status.success())
         .unwrap_or(false);
-    assert!(found, "`{tool}` is missing: install the Debian package `{package}`");
+    assert!(
+        found,
+        "`{tool}` is missing: install the Debian package `{package}`"
+    );
 }
