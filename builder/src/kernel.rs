@@ -18,7 +18,7 @@ use hostdecl::Arch;
 use crate::{paths, tools};
 
 /// Bump when the way a kernel is built changes, so old cache entries are not reused.
-const RECIPE_VERSION: &str = "kernel-recipe-1";
+const RECIPE_VERSION: &str = "kernel-recipe-3";
 
 /// What to build.
 #[derive(Debug, Clone)]
@@ -53,7 +53,7 @@ impl KernelRequest {
 #[derive(Debug, Clone)]
 pub struct BuiltKernel {
     pub arch: Arch,
-    /// The bootable image: bzImage on x86_64, Image on aarch64.
+    /// The bootable image: bzImage on x86_64, Image.gz on aarch64.
     pub image: PathBuf,
     /// The final .config it was built with.
     pub config: PathBuf,
