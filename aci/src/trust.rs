@@ -383,11 +383,7 @@ impl TrustStore {
         };
         Ok(PendingVerification {
             image: image.to_string(),
-            check: Check::Signed {
-                public,
-                scope,
-                sig: Box::new(sig),
-            },
+            check: Check::Signed(Box::new(SignedCheck { public, scope, sig })),
         })
     }
 }
@@ -403,11 +399,14 @@ pub struct PendingVerification {
 #[derive(Debug, Clone)]
 enum Check {
     UnsignedAllowed,
-    Signed {
-        public: PublicKey,
-        scope: TrustScope,
-        sig: Box<Signature>,
-    },
+    Signed(Box<SignedCheck>),
+}
+
+#[derive(Debug, Clone)]
+struct SignedCheck {
+    public: PublicKey,
+    scope: TrustScope,
+    sig: Signature,
 }
 
 impl PendingVerification {
@@ -417,7 +416,7 @@ impl PendingVerification {
     /// which need the bytes themselves ([`PendingVerification::finish_reader`]), and for
     /// allowed unsigned images.
     pub fn wants_prehash(&self) -> bool {
-        matches!(&self.check, Check::Signed { sig, .. } if sig.algorithm == Algorithm::Prehashed)
+        matches!(&self.check, Check::Signed(c) if c.sig.algorithm == Algorithm::Prehashed)
     }
 
     /// Finishes with the data's BLAKE2b-512, computed as it streamed.
@@ -436,7 +435,8 @@ impl PendingVerification {
     ) -> Result<Verified, TrustError> {
         match self.check {
             Check::UnsignedAllowed => Ok(Verified::UnsignedAllowed),
-            Check::Signed { public, scope, sig } => {
+            Check::Signed(c) => {
+                let SignedCheck { public, scope, sig } = *c;
                 let key = sig.key_id;
                 check(&public, &sig).map_err(|source| TrustError::BadSignature {
                     image: self.image,

@@ -111,7 +111,7 @@ pub enum FetchError {
     Store {
         app: String,
         #[source]
-        source: StoreError,
+        source: Box<StoreError>,
     },
 }
 
@@ -184,7 +184,7 @@ pub fn fetch_discovered_into_store(
 ) -> Result<FetchedIntoStore, FetchError> {
     let store_err = |source| FetchError::Store {
         app: app.to_string(),
-        source,
+        source: Box::new(source),
     };
     let (received, got) = fetch_with(app, discovered, client, trust, opts, || {
         store
@@ -380,7 +380,7 @@ impl<'s> Receive for StoreReceiver<'s> {
             StoreError::InsertInvalid(source) => archive_error(app, url, source),
             source => FetchError::Store {
                 app: app.to_string(),
-                source,
+                source: Box::new(source),
             },
         })
     }
