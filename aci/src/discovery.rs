@@ -14,7 +14,10 @@ mod template;
 use std::collections::BTreeMap;
 
 pub use app::{App, AppError};
-pub use fetch::{FetchError, FetchOptions, FetchedImage, fetch_discovered, fetch_image};
+pub use fetch::{
+    FetchError, FetchOptions, FetchedImage, FetchedIntoStore, fetch_discovered,
+    fetch_discovered_into_store, fetch_image, fetch_into_store,
+};
 pub use http::{Fetched, HttpClient, HttpError, HttpOptions, Resolver, RootCertificates, Sink};
 pub use meta::{MetaTag, parse_meta_tags};
 pub use template::render;

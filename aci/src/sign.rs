@@ -72,6 +72,10 @@ pub enum SignError {
     BadTrustedComment(KeyId),
     #[error("comment must be one line without carriage returns and at most {max} bytes", max = TRUSTED_COMMENT_MAX)]
     InvalidComment,
+    #[error(
+        "the signature by key {0} is a legacy (`Ed`) one over the data itself, not over its hash"
+    )]
+    NotPrehashed(KeyId),
     #[error("legacy (non-prehashed) signatures cover at most 1 GiB of data")]
     LegacyTooLarge,
     #[error("reading the signed data")]
@@ -214,19 +218,15 @@ impl PublicKey {
     /// Like [`PublicKey::verify`], streaming the data (prehashed signatures need constant
     /// memory; legacy ones are read whole, up to 1 GiB).
     pub fn verify_reader(&self, mut data: impl Read, sig: &Signature) -> Result<(), SignError> {
-        if sig.key_id != self.id {
-            return Err(SignError::KeyIdMismatch {
-                signature: sig.key_id,
-                key: self.id,
-            });
-        }
-        let signature = ed25519_dalek::Signature::from_bytes(&sig.signature);
-        let ok = match sig.algorithm {
+        match sig.algorithm {
             Algorithm::Prehashed => {
-                let digest = blake2b512_reader(&mut data)?;
-                self.key.verify(&digest, &signature).is_ok()
+                self.check_key_id(sig)?;
+                let mut hasher = Prehasher::new();
+                hasher.update_from(&mut data)?;
+                self.verify_prehash(&hasher.finish(), sig)
             }
             Algorithm::Legacy => {
+                self.check_key_id(sig)?;
                 let mut buf = Vec::new();
                 let read = data
                     .take(LEGACY_MAX_BYTES + 1)
@@ -235,12 +235,41 @@ impl PublicKey {
                 if read as u64 > LEGACY_MAX_BYTES {
                     return Err(SignError::LegacyTooLarge);
                 }
-                self.key.verify(&buf, &signature).is_ok()
+                let signature = ed25519_dalek::Signature::from_bytes(&sig.signature);
+                if self.key.verify(&buf, &signature).is_err() {
+                    return Err(SignError::BadSignature(self.id));
+                }
+                self.verify_global(sig)
             }
-        };
-        if !ok {
+        }
+    }
+
+    /// Checks a prehashed (`ED`) signature against the BLAKE2b-512 of the data, computed while
+    /// the data streamed past (so a download is hashed without being read twice).
+    pub fn verify_prehash(&self, prehash: &Prehash, sig: &Signature) -> Result<(), SignError> {
+        self.check_key_id(sig)?;
+        if sig.algorithm != Algorithm::Prehashed {
+            return Err(SignError::NotPrehashed(self.id));
+        }
+        let signature = ed25519_dalek::Signature::from_bytes(&sig.signature);
+        if self.key.verify(&prehash.0, &signature).is_err() {
             return Err(SignError::BadSignature(self.id));
         }
+        self.verify_global(sig)
+    }
+
+    fn check_key_id(&self, sig: &Signature) -> Result<(), SignError> {
+        if sig.key_id != self.id {
+            return Err(SignError::KeyIdMismatch {
+                signature: sig.key_id,
+                key: self.id,
+            });
+        }
+        Ok(())
+    }
+
+    /// The global signature covers the signature and the trusted comment.
+    fn verify_global(&self, sig: &Signature) -> Result<(), SignError> {
         let global = ed25519_dalek::Signature::from_bytes(&sig.global_signature);
         let mut signed = sig.signature.to_vec();
         signed.extend_from_slice(sig.trusted_comment.as_bytes());
@@ -250,19 +279,51 @@ impl PublicKey {
     }
 }
 
-fn blake2b512_reader(data: &mut impl Read) -> Result<Vec<u8>, SignError> {
-    let mut hasher = Blake2b512::new();
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let n = match data.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(SignError::Read(e)),
-        };
-        hasher.update(&buf[..n]);
+/// BLAKE2b-512 of data fed in pieces: what a prehashed (`ED`) signature signs.
+#[derive(Clone, Default)]
+pub struct Prehasher(Blake2b512);
+
+impl fmt::Debug for Prehasher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Prehasher")
     }
-    Ok(hasher.finalize().to_vec())
+}
+
+/// The finished BLAKE2b-512 digest of the signed data.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Prehash([u8; 64]);
+
+impl fmt::Debug for Prehash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Prehash({})", hex::encode(self.0))
+    }
+}
+
+impl Prehasher {
+    pub fn new() -> Prehasher {
+        Prehasher(Blake2b512::new())
+    }
+
+    pub fn update(&mut self, data: &[u8]) {
+        self.0.update(data);
+    }
+
+    fn update_from(&mut self, data: &mut impl Read) -> Result<(), SignError> {
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            let n = match data.read(&mut buf) {
+                Ok(0) => return Ok(()),
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(SignError::Read(e)),
+            };
+            self.0.update(&buf[..n]);
+        }
+    }
+
+    pub fn finish(self) -> Prehash {
+        Prehash(self.0.finalize().into())
+    }
 }
 
 /// How hard scrypt works to protect a secret key: libsodium's `opslimit`/`memlimit` pair, which
@@ -524,8 +585,10 @@ impl SecretKey {
         mut data: impl Read,
         trusted_comment: &str,
     ) -> Result<Signature, SignError> {
-        let digest = blake2b512_reader(&mut data)?;
-        self.sign_message(Algorithm::Prehashed, &digest, trusted_comment)
+        let mut hasher = Prehasher::new();
+        hasher.update_from(&mut data)?;
+        let digest = hasher.finish();
+        self.sign_message(Algorithm::Prehashed, &digest.0, trusted_comment)
     }
 
     /// Signs `data` itself (`Ed`, minisign's `-l`): for verifiers older than minisign 0.10.

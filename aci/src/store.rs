@@ -28,8 +28,11 @@ use crate::archive::manifest_view::{self, DependencyRef, ManifestView};
 use crate::archive::path::SymlinkMap;
 use crate::archive::unpack::unpack_into;
 use crate::archive::{
-    ArchiveError, ImageId, Owners, PathFilter, ReadOptions, UnpackOptions, read_aci,
+    AciSummary, ArchiveError, ImageId, Owners, PathFilter, ReadOptions, UnpackOptions, read_aci,
 };
+
+mod ingest;
+pub use ingest::{Ingest, Ingested, StoredImage};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -395,6 +398,22 @@ impl Store {
         let file = out.into_inner().map_err(|e| werr(&tmp)(e.into_error()))?;
         file.sync_all().map_err(werr(&tmp))?;
 
+        self.publish(&tmp, guard, &summary, size)
+    }
+
+    /// Makes a fully written and fsynced temp blob visible: metadata first, then the blob,
+    /// then the directory fsync. An image already stored keeps its existing record.
+    fn publish(
+        &self,
+        tmp: &Path,
+        guard: TempGuard,
+        summary: &AciSummary,
+        size: u64,
+    ) -> Result<ImageRecord, StoreError> {
+        let werr = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| StoreError::Write { path, source }
+        };
         let id = summary.id.clone();
         let blob = self.blob_path(&id);
         if blob.exists() {
@@ -430,7 +449,7 @@ impl Store {
         let meta = self.meta_path(&id);
         fs::rename(&meta_tmp, &meta).map_err(werr(&meta))?;
         meta_guard.keep();
-        fs::rename(&tmp, &blob).map_err(werr(&blob))?;
+        fs::rename(tmp, &blob).map_err(werr(&blob))?;
         guard.keep();
         fsync_dir(&self.images)?;
         Ok(record)
@@ -584,11 +603,7 @@ impl Store {
     ) -> Result<RenderedTree, StoreError> {
         let mut layers = Vec::new();
         self.flatten(id, resolver, &PathFilter::default(), 0, &mut layers)?;
-        let ids: Vec<&str> = layers.iter().map(|(l, _)| l.as_str()).collect();
-        let key = format!(
-            "deps-sha512-{}",
-            hex::encode(Sha512::digest(ids.join(",").as_bytes()))
-        );
+        let key = tree_key(layers.iter().map(|(l, _)| l));
         let final_dir = self.trees.join(&key);
         let tree = RenderedTree {
             key: key.clone(),
@@ -599,44 +614,14 @@ impl Store {
         if final_dir.join("tree.json").exists() {
             return Ok(tree);
         }
-        let tmp = self.trees.join(tmp_name(""));
-        let werr = |path: &Path| {
-            let path = path.to_path_buf();
-            move |source| StoreError::Write { path, source }
-        };
-        fs::create_dir(&tmp).map_err(werr(&tmp))?;
-        let guard = TempGuard(tmp.clone());
-        let tmp_fd: OwnedFd = rustix::fs::open(
-            &tmp,
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(|e| werr(&tmp)(e.into()))?;
-        rustix::fs::flock(&tmp_fd, FlockOperation::LockExclusive)
-            .map_err(|e| werr(&tmp)(e.into()))?;
-        rustix::fs::mkdirat(&tmp_fd, "rootfs", Mode::from_raw_mode(0o755))
-            .map_err(|e| werr(&tmp)(e.into()))?;
-        let rootfs_fd = rustix::fs::openat(
-            &tmp_fd,
-            "rootfs",
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(|e| werr(&tmp)(e.into()))?;
+        let work = self.begin_tree()?;
         let mut links = SymlinkMap::default();
         for (layer, filter) in &layers {
             let blob = self.open_blob(layer)?;
-            let opts = UnpackOptions {
-                read: ReadOptions::default(),
-                owners: Owners::Auto,
-                xattrs: true,
-                overwrite: true,
-                filter: filter.clone(),
-                ..UnpackOptions::default()
-            };
+            let opts = layer_options(filter.clone());
             let summary = unpack_into(
                 io::BufReader::with_capacity(1 << 20, blob),
-                rootfs_fd.as_fd(),
+                work.rootfs.as_fd(),
                 &opts,
                 &mut links,
             )
@@ -657,12 +642,51 @@ impl Store {
                 });
             }
         }
+        self.commit_tree(work, tree)
+    }
+
+    /// A new locked temp directory for a tree, with its empty `rootfs/` open.
+    fn begin_tree(&self) -> Result<TreeWork, StoreError> {
+        let tmp = self.trees.join(tmp_name(""));
+        let werr = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| StoreError::Write { path, source }
+        };
+        fs::create_dir(&tmp).map_err(werr(&tmp))?;
+        let guard = TempGuard(tmp.clone());
+        let dir: OwnedFd = rustix::fs::open(
+            &tmp,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| werr(&tmp)(e.into()))?;
+        rustix::fs::flock(&dir, FlockOperation::LockExclusive).map_err(|e| werr(&tmp)(e.into()))?;
+        rustix::fs::mkdirat(&dir, "rootfs", Mode::from_raw_mode(0o755))
+            .map_err(|e| werr(&tmp)(e.into()))?;
+        let rootfs = rustix::fs::openat(
+            &dir,
+            "rootfs",
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| werr(&tmp)(e.into()))?;
+        Ok(TreeWork { guard, dir, rootfs })
+    }
+
+    /// Writes `tree.json`, syncs the tree and renames it into place. If the same tree appeared
+    /// meanwhile, ours is dropped: theirs has the same content.
+    fn commit_tree(&self, work: TreeWork, tree: RenderedTree) -> Result<RenderedTree, StoreError> {
+        let tmp = work.guard.0.clone();
+        let werr = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| StoreError::Write { path, source }
+        };
+        let final_dir = self.trees.join(&tree.key);
         let json = serde_json::to_vec_pretty(&tree).map_err(|e| werr(&tmp)(e.into()))?;
         fs::write(tmp.join("tree.json"), json).map_err(werr(&tmp))?;
-        rustix::fs::syncfs(&tmp_fd).map_err(|e| werr(&tmp)(e.into()))?;
+        rustix::fs::syncfs(&work.dir).map_err(|e| werr(&tmp)(e.into()))?;
         match fs::rename(&tmp, &final_dir) {
-            Ok(()) => guard.keep(),
-            // Someone rendered the same tree meanwhile; theirs is as good as ours.
+            Ok(()) => work.guard.keep(),
             Err(_) if final_dir.join("tree.json").exists() => {}
             Err(source) => {
                 return Err(StoreError::Write {
@@ -743,6 +767,34 @@ impl Store {
         }
         Ok(report)
     }
+}
+
+/// The name of the tree made of `layers` (in application order).
+fn tree_key<'a>(layers: impl Iterator<Item = &'a ImageId>) -> String {
+    let ids: Vec<&str> = layers.map(ImageId::as_str).collect();
+    format!(
+        "deps-sha512-{}",
+        hex::encode(Sha512::digest(ids.join(",").as_bytes()))
+    )
+}
+
+/// How every layer of a tree is unpacked, whether while fetching or when rendering later.
+fn layer_options(filter: PathFilter) -> UnpackOptions {
+    UnpackOptions {
+        read: ReadOptions::default(),
+        owners: Owners::Auto,
+        xattrs: true,
+        overwrite: true,
+        filter,
+        ..UnpackOptions::default()
+    }
+}
+
+/// A tree being written: its locked temp directory (removed on drop) and open `rootfs/`.
+struct TreeWork {
+    guard: TempGuard,
+    dir: OwnedFd,
+    rootfs: OwnedFd,
 }
 
 /// Removes a temp file or directory on drop unless kept (error paths clean up after themselves).

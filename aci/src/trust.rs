@@ -17,7 +17,7 @@ use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use crate::sign::{KeyId, PublicKey, SignError, Signature};
+use crate::sign::{Algorithm, KeyId, Prehash, PublicKey, SignError, Signature};
 
 const ROOT_DIR: &str = "root.d";
 const PREFIX_DIR: &str = "prefix.d";
@@ -330,12 +330,28 @@ impl TrustStore {
         signature: Option<&[u8]>,
         insecure: InsecureOptions,
     ) -> Result<Verified, TrustError> {
+        self.prepare(image, signature, insecure)?
+            .finish_reader(data)
+    }
+
+    /// The first half of [`TrustStore::verify`], before any image byte is seen: parses the
+    /// signature and finds the trusted key, so an unsigned or untrusted image is refused before
+    /// it is downloaded. The returned check is finished with the data's digest or the data.
+    pub fn prepare(
+        &self,
+        image: &str,
+        signature: Option<&[u8]>,
+        insecure: InsecureOptions,
+    ) -> Result<PendingVerification, TrustError> {
         let Some(signature) = signature else {
             if insecure.allow_unsigned {
                 log::warn!(
                     "INSECURE: image {image} has no signature; using it anyway because unsigned images are allowed"
                 );
-                return Ok(Verified::UnsignedAllowed);
+                return Ok(PendingVerification {
+                    image: image.to_string(),
+                    check: Check::UnsignedAllowed,
+                });
             }
             return Err(TrustError::Unsigned {
                 image: image.to_string(),
@@ -365,18 +381,75 @@ impl TrustStore {
                 }
             });
         };
-        public
-            .verify_reader(data, &sig)
-            .map_err(|source| TrustError::BadSignature {
-                image: image.to_string(),
-                key,
-                source,
-            })?;
-        Ok(Verified::Signed {
-            key,
-            scope,
-            trusted_comment: sig.trusted_comment,
+        Ok(PendingVerification {
+            image: image.to_string(),
+            check: Check::Signed(Box::new(SignedCheck { public, scope, sig })),
         })
+    }
+}
+
+/// A trust decision waiting for the image bytes: the signature parsed and its key trusted for
+/// the image. Nothing is accepted until one of the `finish` methods returns `Ok`.
+#[derive(Debug, Clone)]
+pub struct PendingVerification {
+    image: String,
+    check: Check,
+}
+
+#[derive(Debug, Clone)]
+enum Check {
+    UnsignedAllowed,
+    Signed(Box<SignedCheck>),
+}
+
+#[derive(Debug, Clone)]
+struct SignedCheck {
+    public: PublicKey,
+    scope: TrustScope,
+    sig: Signature,
+}
+
+impl PendingVerification {
+    /// True when the signature covers the BLAKE2b-512 of the bytes (feed them to a
+    /// [`crate::sign::Prehasher`] as they stream, then call
+    /// [`PendingVerification::finish_prehash`]); false for legacy signatures,
+    /// which need the bytes themselves ([`PendingVerification::finish_reader`]), and for
+    /// allowed unsigned images.
+    pub fn wants_prehash(&self) -> bool {
+        matches!(&self.check, Check::Signed(c) if c.sig.algorithm == Algorithm::Prehashed)
+    }
+
+    /// Finishes with the data's BLAKE2b-512, computed as it streamed.
+    pub fn finish_prehash(self, prehash: &Prehash) -> Result<Verified, TrustError> {
+        self.finish_with(|public, sig| public.verify_prehash(prehash, sig))
+    }
+
+    /// Finishes by reading the data (any algorithm).
+    pub fn finish_reader(self, data: impl Read) -> Result<Verified, TrustError> {
+        self.finish_with(|public, sig| public.verify_reader(data, sig))
+    }
+
+    fn finish_with(
+        self,
+        check: impl FnOnce(&PublicKey, &Signature) -> Result<(), SignError>,
+    ) -> Result<Verified, TrustError> {
+        match self.check {
+            Check::UnsignedAllowed => Ok(Verified::UnsignedAllowed),
+            Check::Signed(c) => {
+                let SignedCheck { public, scope, sig } = *c;
+                let key = sig.key_id;
+                check(&public, &sig).map_err(|source| TrustError::BadSignature {
+                    image: self.image,
+                    key,
+                    source,
+                })?;
+                Ok(Verified::Signed {
+                    key,
+                    scope,
+                    trusted_comment: sig.trusted_comment,
+                })
+            }
+        }
     }
 }
 

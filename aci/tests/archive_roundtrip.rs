@@ -91,7 +91,7 @@ fn unpack_keeps_modes_mtimes_links_and_xattrs() {
     std::fs::hard_link(src.join("rootfs/bin/tool"), src.join("rootfs/bin/tool2")).unwrap();
     std::os::unix::fs::symlink("tool", src.join("rootfs/bin/sh")).unwrap();
     rustix::fs::setxattr(
-        &src.join("rootfs/bin/tool"),
+        src.join("rootfs/bin/tool"),
         "user.aci-test",
         b"kept",
         rustix::fs::XattrFlags::empty(),
@@ -131,7 +131,7 @@ fn unpack_keeps_modes_mtimes_links_and_xattrs() {
     );
     let mut buf = [0u8; 16];
     let n =
-        rustix::fs::getxattr(&out.join("rootfs/bin/tool"), "user.aci-test", &mut buf[..]).unwrap();
+        rustix::fs::getxattr(out.join("rootfs/bin/tool"), "user.aci-test", &mut buf[..]).unwrap();
     assert_eq!(&buf[..n], b"kept");
     assert_eq!(
         std::fs::read(out.join("manifest")).unwrap(),

@@ -569,3 +569,214 @@ fn refuses_https_servers_whose_certificate_is_not_trusted() {
     thread.join().unwrap();
     other.join().unwrap();
 }
+
+// ---- One-pass fetch into the store: download, verify, unpack; nothing visible on refusal ----
+
+/// A gzip ACI named example.com/app (version 1.0) whose rootfs holds `hello` (64 KiB, so the
+/// body spans several reads).
+fn make_gzip_aci() -> Vec<u8> {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("manifest"),
+        r#"{"acKind":"ImageManifest","acVersion":"0.8.11","name":"example.com/app","labels":[{"name":"version","value":"1.0"}]}"#,
+    )
+    .unwrap();
+    std::fs::create_dir(dir.path().join("rootfs")).unwrap();
+    let content: Vec<u8> = (0..65536u32).map(|i| (i * 7 % 251) as u8).collect();
+    std::fs::write(dir.path().join("rootfs/hello"), content).unwrap();
+    let mut out = Vec::new();
+    let opts = aci::archive::WriteOptions {
+        compression: aci::archive::Compression::Gzip,
+        ..aci::archive::WriteOptions::default()
+    };
+    aci::archive::write_aci(dir.path(), &mut out, &opts).unwrap();
+    out
+}
+
+fn fetch_to_store(
+    p: &Published,
+    insecure: InsecureOptions,
+) -> (
+    Result<discovery::FetchedIntoStore, FetchError>,
+    aci::store::Store,
+) {
+    let store = aci::store::Store::open(p.out.path().join("store")).unwrap();
+    let opts = FetchOptions {
+        insecure,
+        ..FetchOptions::default()
+    };
+    let r = discovery::fetch_into_store(
+        &App::parse("example.com/app:1.0").unwrap(),
+        &client_for(&p.server, |_| {}),
+        &TrustStore::new(p.trust.path()),
+        &store,
+        &opts,
+    );
+    (r, store)
+}
+
+/// Every entry under the store's images/ and trees/ directories, temp files included.
+fn store_entries(store: &aci::store::Store) -> Vec<String> {
+    let mut names = Vec::new();
+    for sub in ["images", "trees"] {
+        for e in std::fs::read_dir(store.root().join(sub)).unwrap() {
+            names.push(format!(
+                "{sub}/{}",
+                e.unwrap().file_name().to_string_lossy()
+            ));
+        }
+    }
+    names
+}
+
+#[test]
+fn fetch_into_store_makes_a_verified_image_and_its_tree_visible() {
+    let aci = make_gzip_aci();
+    let p = publish(aci.clone(), Some(aci.clone()));
+    let (r, store) = fetch_to_store(&p, InsecureOptions::default());
+    let got = r.unwrap();
+    assert_eq!(got.verified.key_id(), Some(p.key.id()));
+    let record = store.get(got.stored.record.id.as_str()).unwrap();
+    assert_eq!(record.name, "example.com/app");
+    assert_eq!(std::fs::read(store.blob_path(&record.id)).unwrap(), aci);
+    let tree = got
+        .stored
+        .tree
+        .expect("an image without dependencies is unpacked");
+    assert_eq!(std::fs::read(tree.path.join("hello")).unwrap().len(), 65536);
+    // The tree is the one rendering would have made.
+    let rendered = store
+        .render(&record.id, &mut aci::store::StoreOnly)
+        .unwrap();
+    assert_eq!(rendered.path, tree.path);
+    assert!(
+        store_entries(&store).iter().all(|n| !n.contains(".tmp-")),
+        "{:?}",
+        store_entries(&store)
+    );
+}
+
+#[test]
+fn fetch_into_store_refuses_tampered_bytes_and_leaves_nothing_visible() {
+    let aci = make_gzip_aci();
+    // One flipped bit in the compressed stream, and one in the last byte (gzip trailer).
+    for at in [aci.len() / 2, aci.len() - 1] {
+        let mut bad = aci.clone();
+        bad[at] ^= 1;
+        let p = publish(bad, Some(aci.clone()));
+        let (r, store) = fetch_to_store(&p, InsecureOptions::default());
+        assert!(
+            matches!(r, Err(FetchError::Trust(TrustError::BadSignature { .. }))),
+            "byte {at}: {r:?}"
+        );
+        assert!(store.list().unwrap().is_empty());
+        assert_eq!(store_entries(&store), Vec::<String>::new(), "byte {at}");
+    }
+}
+
+#[test]
+fn fetch_into_store_refuses_an_unsigned_image_before_downloading_it() {
+    let aci = make_gzip_aci();
+    let p = publish(aci, None);
+    let (r, store) = fetch_to_store(&p, InsecureOptions::default());
+    assert!(
+        matches!(r, Err(FetchError::Trust(TrustError::Unsigned { .. }))),
+        "{r:?}"
+    );
+    assert_eq!(store_entries(&store), Vec::<String>::new());
+    assert!(
+        !p.server.requests().iter().any(|r| r.ends_with(".aci")),
+        "the image itself must not be downloaded: {:?}",
+        p.server.requests()
+    );
+}
+
+#[test]
+fn fetch_into_store_refuses_a_key_not_in_the_trust_store() {
+    let aci = make_gzip_aci();
+    let p = publish(aci.clone(), Some(aci));
+    // An empty trust directory: the signature is fine but its key is not trusted.
+    let empty = tempfile::tempdir().unwrap();
+    let store = aci::store::Store::open(p.out.path().join("store")).unwrap();
+    let r = discovery::fetch_into_store(
+        &App::parse("example.com/app:1.0").unwrap(),
+        &client_for(&p.server, |_| {}),
+        &TrustStore::new(empty.path()),
+        &store,
+        &FetchOptions::default(),
+    );
+    assert!(
+        matches!(r, Err(FetchError::Trust(TrustError::UntrustedKey { .. }))),
+        "{r:?}"
+    );
+    assert_eq!(store_entries(&store), Vec::<String>::new());
+}
+
+#[test]
+fn fetch_into_store_checks_legacy_signatures_over_the_whole_file() {
+    let aci = make_gzip_aci();
+    let key = SecretKey::generate().unwrap();
+    let sig = key.sign_legacy(&aci, "legacy").unwrap().to_minisign();
+    let p = publish(aci.clone(), None);
+    let served = aci.clone();
+    let server = Server::start(move |url, _, _| match url {
+        "/app?ac-discovery=1" => reply(
+            200,
+            page(
+                "example.com",
+                "http://example.com/images/{name}-{version}.{ext}",
+            ),
+        ),
+        "/images/example.com/app-1.0.aci" => reply(200, served.clone()),
+        "/images/example.com/app-1.0.aci.minisig" => reply(200, sig.clone()),
+        _ => reply(404, ""),
+    });
+    TrustStore::new(p.trust.path())
+        .add(&TrustScope::Root, &key.public_key())
+        .unwrap();
+    let store = aci::store::Store::open(p.out.path().join("store")).unwrap();
+    let got = discovery::fetch_into_store(
+        &App::parse("example.com/app:1.0").unwrap(),
+        &client_for(&server, |_| {}),
+        &TrustStore::new(p.trust.path()),
+        &store,
+        &FetchOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(got.verified.key_id(), Some(key.id()));
+    assert!(got.stored.tree.is_some());
+}
+
+#[test]
+fn fetch_into_store_refuses_a_mismatched_image_and_leaves_nothing_visible() {
+    let aci = make_gzip_aci();
+    let p = publish(aci.clone(), Some(aci));
+    let store = aci::store::Store::open(p.out.path().join("store")).unwrap();
+    let r = discovery::fetch_into_store(
+        // Signed and served at the URL asked for, but the manifest has no `os=linux` label.
+        &App::parse("example.com/app:1.0,os=linux").unwrap(),
+        &client_for(&p.server, |_| {}),
+        &TrustStore::new(p.trust.path()),
+        &store,
+        &FetchOptions::default(),
+    );
+    assert!(matches!(r, Err(FetchError::Mismatch { .. })), "{r:?}");
+    assert_eq!(store_entries(&store), Vec::<String>::new());
+}
+
+#[test]
+fn does_not_retry_a_refused_connection() {
+    let server = Server::start(|_, _, _| reply(200, ""));
+    let client = client_for(&server, |o| {
+        o.retries = 3;
+        o.backoff = Duration::from_secs(2);
+    });
+    let started = std::time::Instant::now();
+    // Port 443 resolves to a closed port: refused at once, and not worth a retry.
+    let err = client.get_bytes("https://example.com/x", 100).unwrap_err();
+    assert!(
+        matches!(err, HttpError::Transport { attempts: 1, .. }),
+        "{err}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(1));
+}

@@ -8,6 +8,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use aci::discovery::{self, App, FetchOptions, HttpClient, HttpOptions};
 use aci::sign::{KdfLimits, PublicKey, SecretKey, Signature, default_trusted_comment};
+use aci::store::Store;
 use aci::trust::{InsecureOptions, TrustScope, TrustStore, Verified};
 use anyhow::{Context, bail};
 use clap::Subcommand;
@@ -90,16 +91,31 @@ pub enum SignCommand {
         #[arg(long)]
         insecure_http: bool,
     },
-    /// Discover, download and verify an image and its signature; write it only if trusted.
+    /// Discover, download and verify an image and its signature; keep it only if trusted.
     #[command(
-        after_help = "Example:\n  builder aci fetch example.com/app:1.0.0 --trust /etc/aci/trust -o app.aci"
+        after_help = "Example:\n  builder aci fetch example.com/app:1.0.0 --trust /etc/aci/trust -o app.aci\n  \
+        builder aci fetch example.com/app:1.0.0 --trust /etc/aci/trust --store /var/lib/aci\n\n\
+        One pass: the download is hashed for the signature, written and (with --store) unpacked\n\
+        as it arrives; nothing is kept unless the signature and the manifest check out."
     )]
     Fetch {
         app: String,
         #[arg(long)]
         trust: PathBuf,
-        #[arg(short, long)]
-        output: PathBuf,
+        /// Write the verified .aci here.
+        #[arg(
+            short,
+            long,
+            conflicts_with = "store",
+            required_unless_present = "store"
+        )]
+        output: Option<PathBuf>,
+        /// Put the verified image into this image store, unpacked and ready to run.
+        #[arg(long)]
+        store: Option<PathBuf>,
+        /// With --store: keep only the blob; the tree is rendered when first needed.
+        #[arg(long, requires = "store")]
+        no_unpack: bool,
         /// ETag cache directory: unchanged images are not downloaded again.
         #[arg(long)]
         cache: Option<PathBuf>,
@@ -190,6 +206,8 @@ pub fn run(cmd: SignCommand) -> anyhow::Result<()> {
             app,
             trust,
             output,
+            store,
+            no_unpack,
             cache,
             insecure_http,
             insecure_allow_unsigned,
@@ -201,22 +219,29 @@ pub fn run(cmd: SignCommand) -> anyhow::Result<()> {
                     allow_unsigned: insecure_allow_unsigned,
                     allow_http: insecure_http,
                 },
+                unpack: !no_unpack,
                 ..FetchOptions::default()
             };
-            let store = TrustStore::new(trust);
-            let fetched = discovery::fetch_image(&app, &client, &store, &output, &opts)?;
-            match &fetched.verified {
-                Verified::Signed { key, scope, .. } => {
-                    println!(
-                        "{}: signed by {key} (trusted for {scope})",
-                        fetched.image_id
-                    )
+            let trust = TrustStore::new(trust);
+            if let Some(dir) = store {
+                let store = Store::open(&dir)
+                    .with_context(|| format!("opening the image store {}", dir.display()))?;
+                let fetched = discovery::fetch_into_store(&app, &client, &trust, &store, &opts)?;
+                report(&app, fetched.stored.record.id.as_str(), &fetched.verified);
+                println!(
+                    "stored {}",
+                    store.blob_path(&fetched.stored.record.id).display()
+                );
+                if let Some(tree) = &fetched.stored.tree {
+                    println!("tree {}", tree.path.display());
                 }
-                Verified::UnsignedAllowed => {
-                    eprintln!("warning: INSECURE: {app} is not signed");
-                    println!("{}: UNSIGNED", fetched.image_id)
-                }
+                return Ok(());
             }
+            let Some(output) = output else {
+                bail!("give -o FILE or --store DIR");
+            };
+            let fetched = discovery::fetch_image(&app, &client, &trust, &output, &opts)?;
+            report(&app, &fetched.image_id, &fetched.verified);
             println!("wrote {}", fetched.path.display());
             Ok(())
         }
@@ -373,6 +398,18 @@ fn verify(
         println!("trusted comment: {trusted_comment}");
     }
     Ok(())
+}
+
+fn report(app: &App, id: &str, verified: &Verified) {
+    match verified {
+        Verified::Signed { key, scope, .. } => {
+            println!("{id}: signed by {key} (trusted for {scope})")
+        }
+        Verified::UnsignedAllowed => {
+            eprintln!("warning: INSECURE: {app} is not signed");
+            println!("{id}: UNSIGNED")
+        }
+    }
 }
 
 fn parse_app(s: &str) -> anyhow::Result<App> {

@@ -1,14 +1,21 @@
-//! Fetching a discovered image: download the `.aci` and its `.aci.minisig`, verify them
-//! against the trust store, and check the manifest matches the request. The caller (the store)
-//! gets a file that passed every check; a file that did not is deleted.
+//! Fetching a discovered image in one streaming pass: the `.aci.minisig` first (small; an
+//! unsigned or untrusted image is refused before its bytes are downloaded), then the `.aci`
+//! body, teed as it arrives into the BLAKE2b-512 prehash the signature covers, a temp file,
+//! and a worker thread that decompresses, computes the Image ID and (for the store) unpacks.
+//! Only after the signature verifies and the manifest matches the request is anything made
+//! visible; on any failure every temp file and tree is deleted.
 
 use std::fs::{self, File};
-use std::io::BufReader;
+use std::io::{self, BufReader, Seek, Write};
 use std::path::{Path, PathBuf};
 
+use super::http::Sink;
 use super::{App, AppError, Discovered, DiscoveryError, Endpoint, HttpClient, HttpError, discover};
 use crate::archive::manifest_view::ManifestView;
-use crate::archive::{self, ArchiveError};
+use crate::archive::pipe::{self, PipeWriter};
+use crate::archive::{self, AciSummary, ArchiveError};
+use crate::sign::Prehasher;
+use crate::store::{Ingest, Ingested, Store, StoreError, StoredImage};
 use crate::trust::{InsecureOptions, TrustError, TrustStore, Verified};
 
 /// Limits and opt-outs for one fetch.
@@ -19,6 +26,8 @@ pub struct FetchOptions {
     pub max_image_size: u64,
     /// Largest signature file accepted.
     pub max_signature_size: u64,
+    /// [`fetch_into_store`] also unpacks the image into a store tree while it downloads.
+    pub unpack: bool,
 }
 
 impl Default for FetchOptions {
@@ -27,11 +36,12 @@ impl Default for FetchOptions {
             insecure: InsecureOptions::default(),
             max_image_size: 4 << 30,
             max_signature_size: 64 << 10,
+            unpack: true,
         }
     }
 }
 
-/// An image that was downloaded, verified and matched against the request.
+/// An image that was downloaded to a file, verified and matched against the request.
 #[derive(Debug, Clone)]
 pub struct FetchedImage {
     /// The `.aci` file, exactly as downloaded (the bytes the signature covers).
@@ -42,6 +52,15 @@ pub struct FetchedImage {
     pub manifest: ManifestView,
     /// `sha512-…` of the uncompressed tar.
     pub image_id: String,
+    pub from_cache: bool,
+}
+
+/// An image that was downloaded into the store (and unpacked, if asked), verified and matched.
+#[derive(Debug, Clone)]
+pub struct FetchedIntoStore {
+    pub stored: StoredImage,
+    pub endpoint: Endpoint,
+    pub verified: Verified,
     pub from_cache: bool,
 }
 
@@ -82,12 +101,24 @@ pub enum FetchError {
         #[source]
         source: std::io::Error,
     },
+    #[error("writing the downloaded image {path}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("storing image {app}")]
+    Store {
+        app: String,
+        #[source]
+        source: Box<StoreError>,
+    },
 }
 
 /// Discovers `app`, downloads the image to `dest` and its signature, and returns it only when
-/// the trust store accepts it and its manifest carries the requested name and labels.
-/// `dest` is removed on any failure, so an unverified image is never left where it could be
-/// mistaken for a good one.
+/// the trust store accepts it and its manifest carries the requested name and labels. The
+/// bytes go to a temp file beside `dest`, renamed over it only after every check passed, so
+/// an unverified image is never left where it could be mistaken for a good one.
 pub fn fetch_image(
     app: &App,
     client: &HttpClient,
@@ -108,37 +139,145 @@ pub fn fetch_discovered(
     dest: &Path,
     opts: &FetchOptions,
 ) -> Result<FetchedImage, FetchError> {
-    let result = fetch_inner(app, discovered, client, trust, dest, opts);
-    if result.is_err() {
-        let _ = fs::remove_file(dest);
-    }
-    result
+    let tmp = partial_path(dest);
+    let (received, got) = fetch_with(app, discovered, client, trust, opts, || {
+        FileReceiver::create(&tmp)
+    })?;
+    let summary = received.summary;
+    fs::rename(&received.guard.0, dest).map_err(|source| FetchError::Write {
+        path: dest.to_path_buf(),
+        source,
+    })?;
+    std::mem::forget(received.guard);
+    Ok(FetchedImage {
+        path: dest.to_path_buf(),
+        endpoint: got.endpoint,
+        verified: got.verified,
+        image_id: summary.id.as_str().to_string(),
+        manifest: summary.manifest,
+        from_cache: got.from_cache,
+    })
 }
 
-fn fetch_inner(
+/// Discovers `app` and fetches it into `store` in one pass: download, signature check, Image
+/// ID, and (with [`FetchOptions::unpack`]) the unpacked tree, all while the bytes arrive.
+/// Only a verified image that matches the request becomes visible in the store.
+pub fn fetch_into_store(
+    app: &App,
+    client: &HttpClient,
+    trust: &TrustStore,
+    store: &Store,
+    opts: &FetchOptions,
+) -> Result<FetchedIntoStore, FetchError> {
+    let discovered = discover(app, client)?;
+    fetch_discovered_into_store(app, &discovered, client, trust, store, opts)
+}
+
+/// [`fetch_into_store`] for endpoints already discovered.
+pub fn fetch_discovered_into_store(
     app: &App,
     discovered: &Discovered,
     client: &HttpClient,
     trust: &TrustStore,
-    dest: &Path,
+    store: &Store,
     opts: &FetchOptions,
-) -> Result<FetchedImage, FetchError> {
+) -> Result<FetchedIntoStore, FetchError> {
+    let store_err = |source| FetchError::Store {
+        app: app.to_string(),
+        source: Box::new(source),
+    };
+    let (received, got) = fetch_with(app, discovered, client, trust, opts, || {
+        store
+            .begin_ingest(opts.unpack)
+            .map(StoreReceiver)
+            .map_err(store_err)
+    })?;
+    let stored = received.commit().map_err(store_err)?;
+    Ok(FetchedIntoStore {
+        stored,
+        endpoint: got.endpoint,
+        verified: got.verified,
+        from_cache: got.from_cache,
+    })
+}
+
+/// `dest` with `.partial` appended: where a download waits for its checks.
+fn partial_path(dest: &Path) -> PathBuf {
+    let mut s = dest.as_os_str().to_owned();
+    s.push(".partial");
+    PathBuf::from(s)
+}
+
+/// Where the body of one download goes: written as it arrives, reset before a retry, and
+/// finished into something holding the summary and the bytes the signature covers.
+trait Receive: Write {
+    type Received: Received;
+    fn reset(&mut self) -> io::Result<()>;
+    /// The bytes written so far, for signatures that cover them rather than their hash.
+    fn blob_path(&self) -> &Path;
+    fn finish(self, app: &App, url: &str) -> Result<Self::Received, FetchError>;
+}
+
+trait Received {
+    fn summary(&self) -> &AciSummary;
+}
+
+/// The tee: BLAKE2b-512 for a prehashed signature, then the receiver.
+struct Download<'a, R> {
+    prehasher: Option<Prehasher>,
+    inner: &'a mut R,
+}
+
+impl<R: Receive> Write for Download<'_, R> {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.inner.write_all(data)?;
+        if let Some(h) = &mut self.prehasher {
+            h.update(data);
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+impl<R: Receive> Sink for Download<'_, R> {
+    fn reset(&mut self) -> io::Result<()> {
+        if self.prehasher.is_some() {
+            self.prehasher = Some(Prehasher::new());
+        }
+        self.inner.reset()
+    }
+}
+
+struct Got {
+    endpoint: Endpoint,
+    verified: Verified,
+    from_cache: bool,
+}
+
+fn fetch_with<R: Receive>(
+    app: &App,
+    discovered: &Discovered,
+    client: &HttpClient,
+    trust: &TrustStore,
+    opts: &FetchOptions,
+    mut begin: impl FnMut() -> Result<R, FetchError>,
+) -> Result<(R::Received, Got), FetchError> {
     let mut last = None;
     for endpoint in &discovered.images {
         // Mirrors may be down: a transport or HTTP failure moves on to the next endpoint.
         // A verification failure does not, because it means someone served a bad image.
-        let fetched = match client.get_to_file(&endpoint.aci, dest, opts.max_image_size) {
-            Ok(f) => f,
-            Err(e) => {
-                log::warn!("image {app}: {e}");
-                last = Some(e);
-                continue;
-            }
-        };
         let signature = match client.get_bytes(&endpoint.signature, opts.max_signature_size) {
             Ok((bytes, _)) => Some(bytes),
             // No signature published: the trust store decides (refused unless insecure).
             Err(e) if matches!(e.status(), Some(404 | 410)) => None,
+            Err(e @ HttpError::Transport { .. }) => {
+                log::warn!("image {app}: {e}");
+                last = Some(e);
+                continue;
+            }
             Err(source) => {
                 return Err(FetchError::Signature {
                     app: app.to_string(),
@@ -146,36 +285,56 @@ fn fetch_inner(
                 });
             }
         };
-        let open = || {
-            File::open(dest)
-                .map(BufReader::new)
-                .map_err(|source| FetchError::Open {
-                    path: dest.to_path_buf(),
-                    source,
-                })
+        // Refuses unsigned and untrusted images before their bytes are downloaded.
+        let pending = trust.prepare(&app.name, signature.as_deref(), opts.insecure)?;
+        let mut receiver = begin()?;
+        let mut download = Download {
+            prehasher: pending.wants_prehash().then(Prehasher::new),
+            inner: &mut receiver,
         };
-        let verified = trust.verify(&app.name, open()?, signature.as_deref(), opts.insecure)?;
-        let summary =
-            archive::read_aci(open()?, &archive::ReadOptions::default()).map_err(|source| {
-                FetchError::Archive {
-                    app: app.to_string(),
-                    url: fetched.url.clone(),
-                    source,
-                }
-            })?;
-        app.check_manifest(&summary.manifest.name, &summary.manifest.labels)
+        let got = client.get(&endpoint.aci, opts.max_image_size, &mut download);
+        let prehash = download.prehasher.take().map(Prehasher::finish);
+        let fetched = match got {
+            Ok(f) => f,
+            Err(e) => {
+                log::warn!("image {app}: {e}");
+                last = Some(e);
+                continue;
+            }
+        };
+        let verified = match &prehash {
+            Some(h) => pending.finish_prehash(h).map_err(FetchError::from),
+            None => {
+                let path = receiver.blob_path();
+                File::open(path)
+                    .map_err(|source| FetchError::Open {
+                        path: path.to_path_buf(),
+                        source,
+                    })
+                    .and_then(|file| {
+                        pending
+                            .finish_reader(BufReader::with_capacity(1 << 20, file))
+                            .map_err(FetchError::from)
+                    })
+            }
+        };
+        // The archive worker read the whole body even after refusing it, so the signature
+        // verdict is known and comes first: a tampered image is reported as tampered.
+        let received = receiver.finish(app, &fetched.url);
+        let verified = verified?;
+        let received = received?;
+        let manifest = &received.summary().manifest;
+        app.check_manifest(&manifest.name, &manifest.labels)
             .map_err(|source| FetchError::Mismatch {
                 url: fetched.url.clone(),
                 source,
             })?;
-        return Ok(FetchedImage {
-            path: dest.to_path_buf(),
+        let got = Got {
             endpoint: endpoint.clone(),
             verified,
-            image_id: summary.id.as_str().to_string(),
-            manifest: summary.manifest,
             from_cache: fetched.from_cache,
-        });
+        };
+        return Ok((received, got));
     }
     Err(match last {
         Some(last) => FetchError::Download {
@@ -187,4 +346,161 @@ fn fetch_inner(
             tried: vec!["no endpoints".into()],
         }),
     })
+}
+
+fn archive_error(app: &App, url: &str, source: ArchiveError) -> FetchError {
+    FetchError::Archive {
+        app: app.to_string(),
+        url: url.to_string(),
+        source,
+    }
+}
+
+struct StoreReceiver<'s>(Ingest<'s>);
+
+impl Write for StoreReceiver<'_> {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.0.write(data)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.flush()
+    }
+}
+
+impl<'s> Receive for StoreReceiver<'s> {
+    type Received = Ingested<'s>;
+    fn reset(&mut self) -> io::Result<()> {
+        self.0.reset()
+    }
+    fn blob_path(&self) -> &Path {
+        self.0.blob_path()
+    }
+    fn finish(self, app: &App, url: &str) -> Result<Ingested<'s>, FetchError> {
+        self.0.finish().map_err(|e| match e {
+            StoreError::InsertInvalid(source) => archive_error(app, url, source),
+            source => FetchError::Store {
+                app: app.to_string(),
+                source: Box::new(source),
+            },
+        })
+    }
+}
+
+impl Received for Ingested<'_> {
+    fn summary(&self) -> &AciSummary {
+        Ingested::summary(self)
+    }
+}
+
+/// Removes the partial file unless forgotten.
+struct PartialGuard(PathBuf);
+
+impl Drop for PartialGuard {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.0);
+    }
+}
+
+/// A download to a plain file, validated (not unpacked) by a worker as it arrives.
+struct FileReceiver {
+    file: File,
+    guard: PartialGuard,
+    worker: Option<PipeWriter<Result<AciSummary, ArchiveError>>>,
+}
+
+impl Drop for FileReceiver {
+    fn drop(&mut self) {
+        // Join the worker before the partial file goes.
+        if let Some(w) = self.worker.take() {
+            let _ = w.abort();
+        }
+    }
+}
+
+struct FileReceived {
+    guard: PartialGuard,
+    summary: AciSummary,
+}
+
+fn spawn_reader() -> io::Result<PipeWriter<Result<AciSummary, ArchiveError>>> {
+    pipe::spawn("aci-read", |r| {
+        // Drained even after a refusal, so the download completes and its signature can be
+        // checked (and reported) first.
+        let res = archive::read_aci(&mut *r, &archive::ReadOptions::default());
+        r.drain();
+        res
+    })
+}
+
+impl FileReceiver {
+    fn create(path: &Path) -> Result<FileReceiver, FetchError> {
+        let werr = |source| FetchError::Write {
+            path: path.to_path_buf(),
+            source,
+        };
+        let file = File::create(path).map_err(werr)?;
+        let guard = PartialGuard(path.to_path_buf());
+        let worker = spawn_reader().map_err(werr)?;
+        Ok(FileReceiver {
+            file,
+            guard,
+            worker: Some(worker),
+        })
+    }
+}
+
+impl Write for FileReceiver {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.file.write_all(data)?;
+        match &mut self.worker {
+            Some(w) => w.write_all(data)?,
+            None => return Err(io::Error::other("the archive reader is gone")),
+        }
+        Ok(data.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Receive for FileReceiver {
+    type Received = FileReceived;
+    fn reset(&mut self) -> io::Result<()> {
+        if let Some(w) = self.worker.take() {
+            let _ = w.abort();
+        }
+        self.file.set_len(0)?;
+        self.file.rewind()?;
+        self.worker = Some(spawn_reader()?);
+        Ok(())
+    }
+    fn blob_path(&self) -> &Path {
+        &self.guard.0
+    }
+    fn finish(mut self, app: &App, url: &str) -> Result<FileReceived, FetchError> {
+        let path = self.guard.0.clone();
+        let werr = |source| FetchError::Write {
+            path: path.clone(),
+            source,
+        };
+        let worker = self
+            .worker
+            .take()
+            .ok_or_else(|| werr(io::Error::other("the archive reader is gone")))?;
+        let summary = worker
+            .finish()
+            .map_err(werr)?
+            .map_err(|source| archive_error(app, url, source))?;
+        self.file.sync_all().map_err(werr)?;
+        // The worker is joined, so this receiver's Drop has nothing left to do; the guard
+        // moves on to the result.
+        let guard = PartialGuard(std::mem::take(&mut self.guard.0));
+        Ok(FileReceived { guard, summary })
+    }
+}
+
+impl Received for FileReceived {
+    fn summary(&self) -> &AciSummary {
+        &self.summary
+    }
 }

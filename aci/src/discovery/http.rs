@@ -11,7 +11,7 @@ use std::io::{self, Read, Seek, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 use url::Url;
@@ -37,10 +37,13 @@ pub struct HttpOptions {
     /// Allow `http://` URLs, and redirects from HTTPS to HTTP. Off by default.
     pub allow_http: bool,
     pub connect_timeout: Duration,
-    /// Limit on a whole request, body included.
+    /// Limit on a whole request, body included (checked between reads of the body; one read
+    /// waits at most this long or 30 s, whichever is less).
     pub timeout: Duration,
     pub max_redirects: u32,
-    /// Extra attempts after a transport error or a 5xx/429 answer.
+    /// Extra attempts after a transport error or a 5xx/429 answer. A refused connection is
+    /// not retried: the host answered that nothing listens there (e.g. no HTTPS on a server
+    /// that discovery will try again over HTTP), and waiting rarely changes that.
     pub retries: u32,
     /// Wait before the first retry; doubled for each further one.
     pub backoff: Duration,
@@ -100,6 +103,8 @@ pub enum HttpError {
         url: String,
         attempts: u32,
         message: String,
+        /// Worth retrying (timeouts, resets, name resolution), unlike a refused connection.
+        transient: bool,
     },
     #[error("{url}: reading the body")]
     Body {
@@ -186,9 +191,14 @@ enum Attempt {
 
 impl HttpClient {
     pub fn new(opts: HttpOptions) -> Result<HttpClient, HttpError> {
+        // Per-read timeouts rather than ureq's whole-request deadline: the deadline makes ureq
+        // reset the socket timeouts (two setsockopt calls) before every 8 KiB read. The
+        // whole-request limit is checked in `stream_body` instead.
+        let read_timeout = opts.timeout.min(Duration::from_secs(30));
         let mut builder = ureq::AgentBuilder::new()
             .timeout_connect(opts.connect_timeout)
-            .timeout(opts.timeout)
+            .timeout_read(read_timeout)
+            .timeout_write(read_timeout)
             // Redirects are followed in `get` so every hop is checked against the scheme rule.
             .redirects(0)
             .user_agent(&opts.user_agent);
@@ -305,6 +315,7 @@ impl HttpClient {
             .cache_dir
             .as_deref()
             .map(|d| CacheEntry::new(d, url));
+        let started = Instant::now();
         let mut req = self.agent.request_url("GET", url);
         let cached_etag = cache.as_ref().and_then(CacheEntry::etag);
         if let Some(etag) = &cached_etag {
@@ -319,10 +330,17 @@ impl HttpClient {
                 });
             }
             Err(e) => {
+                let refused = match &e {
+                    ureq::Error::Transport(t) => std::error::Error::source(t)
+                        .and_then(|s| s.downcast_ref::<io::Error>())
+                        .is_some_and(|io| io.kind() == io::ErrorKind::ConnectionRefused),
+                    ureq::Error::Status(..) => false,
+                };
                 return Err(HttpError::Transport {
                     url: url.to_string(),
                     attempts: attempt,
                     message: e.to_string(),
+                    transient: !refused,
                 });
             }
         };
@@ -380,9 +398,12 @@ impl HttpClient {
         };
         let streamed = stream_body(
             resp,
-            url,
-            limit,
-            attempt,
+            Body {
+                url,
+                limit,
+                attempt,
+                deadline: started + self.opts.timeout,
+            },
             sink,
             tee.as_mut().map(|(f, _)| f),
         );
@@ -411,45 +432,66 @@ impl HttpClient {
     }
 }
 
+/// Bytes read from the socket per write to the sinks: big writes keep the file, hash and
+/// unpack pipe calls few (ureq itself reads 8 KiB at a time).
+const BODY_CHUNK: usize = 256 * 1024;
+
+struct Body<'a> {
+    url: &'a Url,
+    limit: u64,
+    attempt: u32,
+    deadline: Instant,
+}
+
 /// Copies the body into `sink` (and the cache file), refusing more than `limit` bytes.
 fn stream_body(
     resp: ureq::Response,
-    url: &Url,
-    limit: u64,
-    attempt: u32,
+    body: Body<'_>,
     sink: &mut dyn Sink,
     mut tee: Option<&mut File>,
 ) -> Result<u64, HttpError> {
+    let url = body.url;
     let body_err = |source| HttpError::Body {
         url: url.to_string(),
         source,
     };
-    let mut reader = resp.into_reader().take(limit.saturating_add(1));
-    let mut buf = vec![0u8; 64 * 1024];
+    let transport = |message: String| HttpError::Transport {
+        url: url.to_string(),
+        attempts: body.attempt,
+        message,
+        transient: true,
+    };
+    let mut reader = resp.into_reader().take(body.limit.saturating_add(1));
+    let mut buf = vec![0u8; BODY_CHUNK];
     let mut size: u64 = 0;
-    loop {
-        let n = match reader.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => {
-                return Err(HttpError::Transport {
-                    url: url.to_string(),
-                    attempts: attempt,
-                    message: format!("reading the body: {e}"),
-                });
+    let mut eof = false;
+    while !eof {
+        // Fill the buffer before handing it on.
+        let mut filled = 0;
+        while filled < buf.len() {
+            match reader.read(&mut buf[filled..]) {
+                Ok(0) => {
+                    eof = true;
+                    break;
+                }
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(transport(format!("reading the body: {e}"))),
             }
-        };
-        size += n as u64;
-        if size > limit {
+        }
+        if Instant::now() > body.deadline {
+            return Err(transport("the request took longer than its timeout".into()));
+        }
+        size += filled as u64;
+        if size > body.limit {
             return Err(HttpError::TooLarge {
                 url: url.to_string(),
-                limit,
+                limit: body.limit,
             });
         }
-        sink.write_all(&buf[..n]).map_err(body_err)?;
+        sink.write_all(&buf[..filled]).map_err(body_err)?;
         if let Some(file) = tee.as_mut() {
-            file.write_all(&buf[..n]).map_err(body_err)?;
+            file.write_all(&buf[..filled]).map_err(body_err)?;
         }
     }
     Ok(size)
@@ -457,7 +499,7 @@ fn stream_body(
 
 fn retryable(e: &HttpError) -> bool {
     match e {
-        HttpError::Transport { .. } => true,
+        HttpError::Transport { transient, .. } => *transient,
         HttpError::Status { status, .. } => *status >= 500 || *status == 429,
         _ => false,
     }
@@ -487,7 +529,17 @@ impl CacheEntry {
     }
 
     fn copy_body(&self, sink: &mut dyn Sink) -> io::Result<u64> {
-        io::copy(&mut File::open(&self.body)?, sink)
+        let mut file = File::open(&self.body)?;
+        let mut buf = vec![0u8; BODY_CHUNK];
+        let mut size = 0;
+        loop {
+            let n = file.read(&mut buf)?;
+            if n == 0 {
+                return Ok(size);
+            }
+            sink.write_all(&buf[..n])?;
+            size += n as u64;
+        }
     }
 
     fn begin(&self) -> io::Result<(File, PathBuf)> {
