@@ -80,10 +80,10 @@ impl Initramfs {
                 }
             }
         }
-        if let Some(old) = self.entries.get(path) {
-            if !(old.kind == Kind::Dir && kind == Kind::Dir) {
-                bail!("initramfs: {path} added twice");
-            }
+        if let Some(old) = self.entries.get(path)
+            && !(old.kind == Kind::Dir && kind == Kind::Dir)
+        {
+            bail!("initramfs: {path} added twice");
         }
         self.entries.insert(
             path.to_string(),
@@ -118,7 +118,7 @@ impl Initramfs {
         }
         write_entry(&mut out, 0, 0, 1, (0, 0), "TRAILER!!!", &[]);
         // Pad to a 512-byte multiple like GNU cpio does; harmless and friendlier to tools.
-        while out.len() % 512 != 0 {
+        while !out.len().is_multiple_of(512) {
             out.push(0);
         }
         out
@@ -170,7 +170,7 @@ fn write_entry(
 }
 
 fn pad4(out: &mut Vec<u8>) {
-    while out.len() % 4 != 0 {
+    while !out.len().is_multiple_of(4) {
         out.push(0);
     }
 }

@@ -96,8 +96,11 @@ fn first_line_of(program: &str, arg: &str) -> String {
         .unwrap_or_else(|| format!("{program}: unknown"))
 }
 
+/// The requests of every fragment, and each fragment's raw bytes (for the cache key).
+type Fragments = (Vec<config::Request>, Vec<(PathBuf, Vec<u8>)>);
+
 /// Reads every fragment in merge order: common, arch, then extras.
-fn read_fragments(req: &KernelRequest) -> Result<(Vec<config::Request>, Vec<(PathBuf, Vec<u8>)>)> {
+fn read_fragments(req: &KernelRequest) -> Result<Fragments> {
     let mut files: Vec<(PathBuf, bool)> = vec![
         (req.fragments_dir.join("common.config"), true),
         (req.fragments_dir.join(format!("{}.config", req.arch)), true),

@@ -92,7 +92,8 @@ pub fn powerdown(socket: &Path) -> Result<()> {
                 std::thread::sleep(Duration::from_millis(100));
             }
             Err(e) => {
-                return Err(e).with_context(|| format!("connecting to QMP at {}", socket.display()));
+                return Err(e)
+                    .with_context(|| format!("connecting to QMP at {}", socket.display()));
             }
         }
     };

@@ -16,7 +16,10 @@ fn tool(cmd: &str, package: &str) -> Command {
         .output()
         .map(|o| o.status.success())
         .unwrap_or(false);
-    assert!(found, "`{cmd}` not found: install the Debian package {package}");
+    assert!(
+        found,
+        "`{cmd}` not found: install the Debian package {package}"
+    );
     Command::new(cmd)
 }
 
@@ -38,24 +41,57 @@ fn build_writes_kernel_initramfs_and_cmdline_that_standard_tools_read() {
     let dir = tempfile::tempdir().unwrap();
     let toml = write_decl(dir.path(), "");
     let out = dir.path().join("out");
-    let run = builder().arg("build").arg(&toml).arg("-o").arg(&out).output().unwrap();
-    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let run = builder()
+        .arg("build")
+        .arg(&toml)
+        .arg("-o")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
     let a = out.join("x86_64");
 
     // The prebuilt kernel is copied verbatim.
-    assert_eq!(std::fs::read(a.join("vmlinuz")).unwrap(), b"not really a kernel");
+    assert_eq!(
+        std::fs::read(a.join("vmlinuz")).unwrap(),
+        b"not really a kernel"
+    );
     // Our console and panic policy come first, then the declaration's additions.
-    assert_eq!(std::fs::read_to_string(a.join("cmdline")).unwrap(), "console=ttyS0 panic=-1 quiet\n");
+    assert_eq!(
+        std::fs::read_to_string(a.join("cmdline")).unwrap(),
+        "console=ttyS0 panic=-1 quiet\n"
+    );
 
-    let cpio = tool("zstd", "zstd").arg("-dc").arg(a.join("initramfs.cpio.zst")).output().unwrap();
+    let cpio = tool("zstd", "zstd")
+        .arg("-dc")
+        .arg(a.join("initramfs.cpio.zst"))
+        .output()
+        .unwrap();
     assert!(cpio.status.success());
     let cpio_path = dir.path().join("initramfs.cpio");
     std::fs::write(&cpio_path, &cpio.stdout).unwrap();
 
-    let list = tool("cpio", "cpio").args(["-itv", "--quiet", "-F"]).arg(&cpio_path).output().unwrap();
+    let list = tool("cpio", "cpio")
+        .args(["-itv", "--quiet", "-F"])
+        .arg(&cpio_path)
+        .output()
+        .unwrap();
     let listing = String::from_utf8_lossy(&list.stdout);
-    for want in [" init", " dev/console", " proc", " sys", " etc/hostos/host.toml"] {
-        assert!(listing.lines().any(|l| l.ends_with(want)), "missing {want:?} in:\n{listing}");
+    for want in [
+        " init",
+        " dev/console",
+        " proc",
+        " sys",
+        " etc/hostos/host.toml",
+    ] {
+        assert!(
+            listing.lines().any(|l| l.ends_with(want)),
+            "missing {want:?} in:\n{listing}"
+        );
     }
 
     let x = dir.path().join("x");
@@ -68,7 +104,11 @@ fn build_writes_kernel_initramfs_and_cmdline_that_standard_tools_read() {
         .args(["init", "etc/hostos/host.toml"])
         .output()
         .unwrap();
-    assert!(ex.status.success(), "{}", String::from_utf8_lossy(&ex.stderr));
+    assert!(
+        ex.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ex.stderr)
+    );
     let decl = std::fs::read_to_string(x.join("etc/hostos/host.toml")).unwrap();
     assert!(decl.contains("hostname = \"rt-1\""), "{decl}");
     let parsed = hostdecl::HostDecl::from_toml_str(&decl, "rendered").unwrap();
@@ -86,8 +126,18 @@ fn same_declaration_builds_identical_initramfs() {
     let mut images = Vec::new();
     for o in ["o1", "o2"] {
         let out = dir.path().join(o);
-        let run = builder().arg("build").arg(&toml).arg("-o").arg(&out).output().unwrap();
-        assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+        let run = builder()
+            .arg("build")
+            .arg(&toml)
+            .arg("-o")
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert!(
+            run.status.success(),
+            "{}",
+            String::from_utf8_lossy(&run.stderr)
+        );
         images.push(std::fs::read(out.join("x86_64/initramfs.cpio.zst")).unwrap());
     }
     assert_eq!(images[0], images[1]);
@@ -97,11 +147,23 @@ fn same_declaration_builds_identical_initramfs() {
 fn bad_declaration_is_refused_naming_file_and_field() {
     let dir = tempfile::tempdir().unwrap();
     let toml = write_decl(dir.path(), "[init]\non_fatal = \"explode\"\n");
-    let run = builder().arg("build").arg(&toml).arg("-o").arg(dir.path().join("o")).output().unwrap();
+    let run = builder()
+        .arg("build")
+        .arg(&toml)
+        .arg("-o")
+        .arg(dir.path().join("o"))
+        .output()
+        .unwrap();
     let err = String::from_utf8_lossy(&run.stderr);
     assert!(!run.status.success());
-    assert!(err.contains("host.toml") && err.contains("on_fatal"), "{err}");
-    assert!(!dir.path().join("o").exists(), "a refused build must not write output");
+    assert!(
+        err.contains("host.toml") && err.contains("on_fatal"),
+        "{err}"
+    );
+    assert!(
+        !dir.path().join("o").exists(),
+        "a refused build must not write output"
+    );
 }
 
 #[test]
@@ -109,17 +171,35 @@ fn missing_prebuilt_kernel_is_named() {
     let dir = tempfile::tempdir().unwrap();
     let toml = write_decl(dir.path(), "");
     std::fs::remove_file(dir.path().join("fake-bzImage")).unwrap();
-    let run = builder().arg("build").arg(&toml).arg("-o").arg(dir.path().join("o")).output().unwrap();
+    let run = builder()
+        .arg("build")
+        .arg(&toml)
+        .arg("-o")
+        .arg(dir.path().join("o"))
+        .output()
+        .unwrap();
     let err = String::from_utf8_lossy(&run.stderr);
     assert!(!run.status.success());
-    assert!(err.contains("prebuilt kernel") && err.contains("fake-bzImage"), "{err}");
+    assert!(
+        err.contains("prebuilt kernel") && err.contains("fake-bzImage"),
+        "{err}"
+    );
 }
 
 #[test]
 fn help_shows_examples() {
-    for sub in [&["build"][..], &["run"], &["kernel"], &["key", "generate"], &["aci", "build"]] {
+    for sub in [
+        &["build"][..],
+        &["run"],
+        &["kernel"],
+        &["key", "generate"],
+        &["aci", "build"],
+    ] {
         let out = builder().args(sub).arg("--help").output().unwrap();
         let text = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success() && text.contains("Example"), "builder {sub:?} --help:\n{text}");
+        assert!(
+            out.status.success() && text.contains("Example"),
+            "builder {sub:?} --help:\n{text}"
+        );
     }
 }

@@ -221,13 +221,13 @@ impl HostDecl {
                 return Err(invalid("arch", format!("{a} is listed twice")));
             }
         }
-        if let Some(sha) = &self.kernel.sha256 {
-            if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
-                return Err(invalid(
-                    "kernel.sha256",
-                    format!("{sha:?} is not 64 hex digits"),
-                ));
-            }
+        if let Some(sha) = &self.kernel.sha256
+            && (sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()))
+        {
+            return Err(invalid(
+                "kernel.sha256",
+                format!("{sha:?} is not 64 hex digits"),
+            ));
         }
         if let Some(src) = &self.kernel.source {
             let is_url = src.starts_with("http://") || src.starts_with("https://");

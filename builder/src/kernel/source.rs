@@ -35,13 +35,13 @@ pub fn resolve(spec: Option<&str>, pinned: Option<&str>, cache: &Path) -> Result
         Some(path) => PathBuf::from(path),
     };
     let sha256 = hash_memoized(&tarball, cache)?;
-    if let Some(pin) = pinned {
-        if !sha256.eq_ignore_ascii_case(pin) {
-            bail!(
-                "kernel source {} has sha256 {sha256}, but {pin} was pinned",
-                tarball.display()
-            );
-        }
+    if let Some(pin) = pinned
+        && !sha256.eq_ignore_ascii_case(pin)
+    {
+        bail!(
+            "kernel source {} has sha256 {sha256}, but {pin} was pinned",
+            tarball.display()
+        );
     }
     Ok(Source { tarball, sha256 })
 }
@@ -93,12 +93,11 @@ pub fn hash_memoized(path: &Path, cache: &Path) -> Result<String> {
     let stamp_dir = cache.join("source-hashes");
     let stamp = stamp_dir.join(stamp_key);
     let id = format!("{} {} {}", meta.size(), meta.mtime(), meta.mtime_nsec());
-    if let Ok(text) = fs::read_to_string(&stamp) {
-        if let Some((stamp_id, hash)) = text.trim().rsplit_once(' ') {
-            if stamp_id == id {
-                return Ok(hash.to_string());
-            }
-        }
+    if let Ok(text) = fs::read_to_string(&stamp)
+        && let Some((stamp_id, hash)) = text.trim().rsplit_once(' ')
+        && stamp_id == id
+    {
+        return Ok(hash.to_string());
     }
     let mut file = fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
     let mut hasher = Sha256::new();
