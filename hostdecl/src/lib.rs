@@ -204,7 +204,8 @@ impl HostDecl {
                 ),
             ));
         }
-        if !self.hostname.split('.').all(|l| is_label(l, 63)) || self.hostname.len() > 253 {
+        // 64 bytes is the kernel's limit for sethostname(2) (__NEW_UTS_LEN).
+        if !self.hostname.split('.').all(|l| is_label(l, 63)) || self.hostname.len() > 64 {
             return Err(invalid(
                 "hostname",
                 format!(
@@ -290,6 +291,14 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("h.toml: hostname:"), "{err}");
+    }
+
+    #[test]
+    fn rejects_hostname_longer_than_the_kernel_allows() {
+        let long = format!("{}.{}", "a".repeat(40), "b".repeat(30));
+        let err = HostDecl::from_toml_str(&format!("name = \"a\"\nhostname = \"{long}\"\n"), "h")
+            .unwrap_err();
+        assert!(err.to_string().contains("hostname"), "{err}");
     }
 
     #[test]
