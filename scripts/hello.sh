@@ -2,14 +2,14 @@
 # The main job, from a fresh Debian 12 machine: install what is missing, build
 # images/hello.toml for this machine's architecture (or ARCH=aarch64) and boot it under QEMU
 # with the serial console on this terminal. The guest's power button is pressed after
-# POWERDOWN_AFTER seconds (default 60; 0 = never, quit QEMU with Ctrl-A X).
+# POWERDOWN_AFTER seconds after init is ready (default 15; 0 = never, quit QEMU with Ctrl-A X).
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$repo"
 
 "$repo/scripts/setup.sh"
 arch="${ARCH:-$(uname -m)}"
-after="${POWERDOWN_AFTER:-60}"
+after="${POWERDOWN_AFTER:-15}"
 args=(run images/hello.toml --arch "$arch" -o out)
 if [ "$after" != 0 ]; then args+=(--powerdown-after "$after"); fi
 cargo run --release --locked -p builder -- "${args[@]}"

@@ -5,6 +5,14 @@ set -euo pipefail
 
 log() { printf 'setup: %s\n' "$*" >&2; }
 
+# Rust itself is not a Debian package on bookworm in a usable version: the x86_64 toolchain
+# comes from rustup (pinned by rust-toolchain.toml, with rustfmt and clippy). Say so first,
+# in one line, rather than after minutes of apt. cargo-fuzz is installed by
+# scripts/fuzz-build.sh from crates.io when needed.
+if ! command -v cargo >/dev/null || ! command -v rustup >/dev/null; then
+  log "cargo/rustup not found: install Rust with rustup (https://rustup.rs), then rerun"; exit 1
+fi
+
 SUDO=""
 if [ "$(id -u)" != 0 ]; then
   if command -v sudo >/dev/null; then SUDO="sudo"; else
@@ -69,8 +77,4 @@ if [ ! -x "$BB_ARM64" ]; then
   rm -rf "$tmp"
 fi
 
-# cargo-fuzz and rustfmt/clippy are part of the rustup toolchain on this machine kind.
-if ! command -v cargo >/dev/null; then
-  log "cargo not found: install Rust with rustup (https://rustup.rs)"; exit 1
-fi
 log "done"

@@ -56,8 +56,8 @@ pub enum Command {
         /// Use KVM instead of TCG software emulation (x86_64 host and guest only).
         #[arg(long)]
         kvm: bool,
-        /// Press the guest's power button after this many seconds (orderly shutdown); handy for
-        /// scripts and demos.
+        /// Press the guest's power button this many seconds after init reports ready (an
+        /// orderly shutdown); handy for scripts and demos.
         #[arg(long, value_name = "SECS")]
         powerdown_after: Option<u64>,
         /// Guest memory in MiB.

@@ -68,6 +68,7 @@ pub fn build(d: &Declaration, arch: Arch, out: &Path) -> Result<Built> {
     let repo = paths::repo_root();
     let init = init_build::InitBuild { repo: &repo, arch }.build()?;
     let init_bytes = fs::read(&init).with_context(|| format!("reading {}", init.display()))?;
+    let init_len = init_bytes.len();
 
     let mut fs_ = Initramfs::with_skeleton()?;
     fs_.add("init", Kind::File(init_bytes), 0o755)?;
@@ -82,15 +83,17 @@ pub fn build(d: &Declaration, arch: Arch, out: &Path) -> Result<Built> {
     let dir = out.join(arch.as_str());
     fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let cmd = cmdline(&d.decl, arch);
-    write_atomic(&dir.join("vmlinuz"), &fs::read(&kernel.image)?)?;
+    let kernel_bytes = fs::read(&kernel.image)
+        .with_context(|| format!("reading kernel {}", kernel.image.display()))?;
+    write_atomic(&dir.join("vmlinuz"), &kernel_bytes)?;
     write_atomic(&dir.join("initramfs.cpio.zst"), &initramfs)?;
     write_atomic(&dir.join("cmdline"), format!("{cmd}\n").as_bytes())?;
     eprintln!(
         "build {} {arch}: kernel {} KiB, initramfs {} KiB (init {} KiB) in {:.1} s -> {}",
         d.decl.name,
-        fs::metadata(&kernel.image)?.len() / 1024,
+        kernel_bytes.len() / 1024,
         initramfs.len() / 1024,
-        fs::metadata(&init)?.len() / 1024,
+        init_len / 1024,
         start.elapsed().as_secs_f64(),
         dir.display()
     );

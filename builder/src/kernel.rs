@@ -163,7 +163,7 @@ pub fn build(req: &KernelRequest) -> Result<BuiltKernel> {
     // The build directory is per arch and source, and kept: a fragment change rebuilds only
     // what that option touches.
     let build_dir = cache.join(format!("build-{}-{}", req.arch, &src.sha256[..16]));
-    fs::create_dir_all(&build_dir)?;
+    fs::create_dir_all(&build_dir).with_context(|| format!("creating {}", build_dir.display()))?;
     let kb = make::Kbuild {
         arch: req.arch,
         src: tree.clone(),
@@ -179,7 +179,7 @@ pub fn build(req: &KernelRequest) -> Result<BuiltKernel> {
     let (target, image_rel) = kb.image_target();
     let tmp = cache.join(format!(".{}-{}.tmp", req.arch, std::process::id()));
     let _ = fs::remove_dir_all(&tmp);
-    fs::create_dir_all(&tmp)?;
+    fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
     eprintln!(
         "kernel {}: building {} with {} jobs (log: {})",
         req.arch,
@@ -192,7 +192,8 @@ pub fn build(req: &KernelRequest) -> Result<BuiltKernel> {
     let built = build_dir.join(image_rel);
     fs::copy(&built, tmp.join("vmlinuz"))
         .with_context(|| format!("copying {}", built.display()))?;
-    fs::write(tmp.join("config"), &final_config)?;
+    fs::write(tmp.join("config"), &final_config)
+        .with_context(|| format!("writing {}", tmp.join("config").display()))?;
     fs::rename(&tmp, &entry).with_context(|| format!("publishing {}", entry.display()))?;
     let mut k = cached(&entry, req.arch).context("kernel cache entry missing after build")?;
     k.cache_hit = false;
@@ -219,7 +220,7 @@ fn configure(
 ) -> Result<String> {
     let scratch = cache.join(format!(".kconfig-{}-{}", req.arch, std::process::id()));
     let _ = fs::remove_dir_all(&scratch);
-    fs::create_dir_all(&scratch)?;
+    fs::create_dir_all(&scratch).with_context(|| format!("creating {}", scratch.display()))?;
     let result = (|| -> Result<String> {
         let kb = make::Kbuild {
             arch: req.arch,
@@ -232,7 +233,8 @@ fn configure(
         let dot = scratch.join(".config");
         let base =
             fs::read_to_string(&dot).with_context(|| format!("reading {}", dot.display()))?;
-        fs::write(&dot, config::merge(&base, requests))?;
+        fs::write(&dot, config::merge(&base, requests))
+            .with_context(|| format!("writing {}", dot.display()))?;
         kb.run_quiet(&["olddefconfig"])?;
         let fin = fs::read_to_string(&dot).with_context(|| format!("reading {}", dot.display()))?;
         config::check(&fin, requests)?;

@@ -1,9 +1,9 @@
 //! `builder run`: boot built artifacts under QEMU with the serial console on this terminal.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -15,7 +15,7 @@ use crate::tools;
 
 pub struct RunOptions {
     pub kvm: bool,
-    /// Ask the guest to power off (ACPI/gpio power button) after this long.
+    /// Press the guest's power button this long after init reports ready.
     pub powerdown_after: Option<Duration>,
     pub memory_mib: u32,
 }
@@ -48,6 +48,10 @@ pub fn qemu_command(built: &Built, opts: &RunOptions, qmp: Option<&Path>) -> Res
     Ok(c)
 }
 
+/// The console line after which the power button may be pressed: init watches for it from
+/// then on (a press before init opened the input device would be lost).
+const READY_MARKER: &[u8] = b"init: ready";
+
 pub fn run(built: &Built, opts: &RunOptions) -> Result<()> {
     let qmp_dir = tempfile_dir()?;
     let qmp = qmp_dir.join("qmp.sock");
@@ -57,22 +61,56 @@ pub fn run(built: &Built, opts: &RunOptions) -> Result<()> {
         built.dir.display(),
         built.arch
     );
+    // The console passes through us so that we can see init's ready line.
+    cmd.stdout(Stdio::piped());
     let mut child = cmd.spawn().context("starting QEMU")?;
-    if let Some(after) = opts.powerdown_after {
-        let qmp = qmp.clone();
-        std::thread::spawn(move || {
-            std::thread::sleep(after);
-            if let Err(e) = powerdown(&qmp) {
-                eprintln!("run: could not send system_powerdown: {e:#}");
-            }
-        });
-    }
+    let console = child.stdout.take().context("QEMU's console pipe")?;
+    let powerdown_after = opts.powerdown_after;
+    let relay = std::thread::spawn(move || relay_console(console, &qmp, powerdown_after));
     let status = child.wait().context("waiting for QEMU")?;
+    let _ = relay.join();
     let _ = std::fs::remove_dir_all(&qmp_dir);
     if !status.success() {
         bail!("QEMU exited with {status}");
     }
     Ok(())
+}
+
+/// Copies the guest console to our stdout; once init reports ready and `powerdown_after` is
+/// set, presses the power button that long afterwards.
+fn relay_console(mut console: impl Read, qmp: &Path, powerdown_after: Option<Duration>) {
+    let mut out = std::io::stdout();
+    let mut buf = [0u8; 4096];
+    // Enough of the previous chunk to find a marker split across two reads.
+    let mut window: Vec<u8> = Vec::new();
+    let mut armed = powerdown_after;
+    loop {
+        let n = match console.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        let chunk = &buf[..n];
+        let _ = out.write_all(chunk);
+        let _ = out.flush();
+        if let Some(after) = armed {
+            window.extend_from_slice(chunk);
+            if window
+                .windows(READY_MARKER.len())
+                .any(|w| w == READY_MARKER)
+            {
+                armed = None;
+                let qmp = qmp.to_path_buf();
+                std::thread::spawn(move || {
+                    std::thread::sleep(after);
+                    if let Err(e) = powerdown(&qmp) {
+                        eprintln!("run: could not send system_powerdown: {e:#}");
+                    }
+                });
+            }
+            let keep = window.len().saturating_sub(READY_MARKER.len());
+            window.drain(..keep);
+        }
+    }
 }
 
 fn tempfile_dir() -> Result<PathBuf> {
@@ -97,18 +135,21 @@ pub fn powerdown(socket: &Path) -> Result<()> {
             }
         }
     };
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let mut reader = BufReader::new(stream.try_clone()?);
+    let at = || format!("QMP socket {}", socket.display());
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .with_context(at)?;
+    let mut reader = BufReader::new(stream.try_clone().with_context(at)?);
     let mut w = stream;
     let mut line = String::new();
     reader
         .read_line(&mut line)
         .context("reading QMP greeting")?;
     for cmd in ["qmp_capabilities", "system_powerdown"] {
-        writeln!(w, "{{\"execute\":\"{cmd}\"}}")?;
+        writeln!(w, "{{\"execute\":\"{cmd}\"}}").with_context(at)?;
         loop {
             line.clear();
-            if reader.read_line(&mut line)? == 0 {
+            if reader.read_line(&mut line).with_context(at)? == 0 {
                 bail!("QMP closed while waiting for the reply to {cmd}");
             }
             if line.contains("\"return\"") {

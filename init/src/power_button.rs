@@ -200,7 +200,16 @@ impl PowerButtons {
         let mut pressed = false;
         loop {
             match device.file.read(&mut buf) {
-                Ok(0) => break,
+                // An evdev node never ends; one that reports end of file would keep poll(2)
+                // ready forever, so it is dropped like a device that went away.
+                Ok(0) => {
+                    let device = self.devices.remove(index);
+                    return Ok(if pressed {
+                        Activity::Pressed(device.name)
+                    } else {
+                        Activity::Gone
+                    });
+                }
                 Ok(n) => pressed |= contains_power_press(&buf[..n]),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -209,8 +218,11 @@ impl PowerButtons {
                     return Ok(Activity::Gone);
                 }
                 Err(source) => {
+                    // Any other read error would repeat on every poll and spin PID1: stop
+                    // watching the device and report the error once.
+                    let device = self.devices.remove(index);
                     return Err(PowerButtonError::ReadEvents {
-                        path: device.path.clone(),
+                        path: device.path,
                         source,
                     });
                 }
@@ -269,6 +281,53 @@ fn device_name(buf: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn watching(file: File) -> PowerButtons {
+        let mut buttons = PowerButtons::new("/nonexistent");
+        buttons.devices.push(Device {
+            path: PathBuf::from("/dev/input/event9"),
+            name: "test".to_string(),
+            file,
+        });
+        buttons
+    }
+
+    #[test]
+    fn device_at_end_of_file_is_dropped_so_poll_cannot_spin() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("empty");
+        std::fs::write(&path, b"").unwrap();
+        let mut buttons = watching(File::open(&path).unwrap());
+        assert!(matches!(buttons.read(0), Ok(Activity::Gone)));
+        assert_eq!(buttons.len(), 0);
+    }
+
+    #[test]
+    fn device_read_error_is_reported_once_and_dropped() {
+        // Reading a directory fails with EISDIR: not "would block", not "gone".
+        let dir = tempfile::tempdir().unwrap();
+        let mut buttons = watching(File::open(dir.path()).unwrap());
+        let err = buttons.read(0).unwrap_err();
+        assert!(err.to_string().contains("/dev/input/event9"), "{err}");
+        assert_eq!(buttons.len(), 0);
+    }
+
+    #[test]
+    fn power_press_in_a_device_stream_is_reported_with_its_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events");
+        let mut bytes = event(EV_KEY, KEY_POWER, 1).to_vec();
+        bytes.extend_from_slice(&event(0, 0, 0));
+        std::fs::write(&path, bytes).unwrap();
+        let mut buttons = watching(File::open(&path).unwrap());
+        // The regular file ends right after the events: the press read before the end still
+        // counts, and the device is dropped.
+        assert_eq!(
+            buttons.read(0).unwrap(),
+            Activity::Pressed("test".to_string())
+        );
+        assert_eq!(buttons.len(), 0);
+    }
 
     fn event(kind: u16, code: u16, value: i32) -> [u8; EVENT_SIZE] {
         let mut bytes = [0u8; EVENT_SIZE];

@@ -1,0 +1,89 @@
+//! `builder run`, the command the README's main job uses: it boots a build output under QEMU
+//! with the console on stdout, and `--powerdown-after` presses the power button once init is
+//! ready, so the guest powers off in order and the command exits 0.
+
+use std::io::Read;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use qemu_tests::{Arch, build_image, builder_bin};
+
+fn run_boots_and_powers_off(arch: Arch) {
+    let image = build_image(Path::new("images/hello.toml"), arch)
+        .unwrap_or_else(|e| panic!("{}", e.chain()));
+    let bin = builder_bin().unwrap_or_else(|e| panic!("{}", e.chain()));
+    let mut child = Command::new(bin)
+        .arg("run")
+        .arg(&image.dir)
+        .args(["--arch", arch.as_str(), "--powerdown-after", "1"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    // Bounded: a hung guest must fail the test, not the CI run.
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            // Kill the whole process group: builder and its QEMU.
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(child.id() as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            let _ = child.wait();
+            panic!("builder run did not finish within 300 s");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let mut stdout = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut stdout)
+        .unwrap();
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert!(
+        status.success(),
+        "builder run failed ({status}):\n{stderr}\n{stdout}"
+    );
+    let banner = format!(
+        "init: hostos-init {} ({arch}) started",
+        env!("CARGO_PKG_VERSION")
+    );
+    let order = [
+        banner.as_str(),
+        "init: ready",
+        "init: shutdown requested by power button",
+        "init: powering off",
+    ];
+    let mut at = 0;
+    for marker in order {
+        let found = stdout[at..]
+            .find(marker)
+            .unwrap_or_else(|| panic!("{marker:?} missing (in order) from:\n{stdout}"));
+        at += found + marker.len();
+    }
+}
+
+#[test]
+fn x86_64_builder_run_shows_the_console_and_powers_off_when_asked() {
+    run_boots_and_powers_off(Arch::X86_64);
+}
+
+#[test]
+fn aarch64_builder_run_shows_the_console_and_powers_off_when_asked() {
+    run_boots_and_powers_off(Arch::Aarch64);
+}
