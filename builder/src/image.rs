@@ -39,16 +39,9 @@ pub struct Built {
     pub cmdline: String,
 }
 
-pub fn console_for(arch: Arch) -> &'static str {
-    match arch {
-        Arch::X86_64 => "ttyS0",
-        Arch::Aarch64 => "ttyAMA0",
-    }
-}
-
 /// The kernel command line: our console and panic policy, then the declaration's additions.
 pub fn cmdline(decl: &HostDecl, arch: Arch) -> String {
-    let mut c = format!("console={} panic=-1", console_for(arch));
+    let mut c = format!("console={} panic=-1", arch.serial_console());
     if !decl.kernel.cmdline.is_empty() {
         c.push(' ');
         c.push_str(&decl.kernel.cmdline);

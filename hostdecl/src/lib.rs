@@ -27,6 +27,15 @@ impl Arch {
         }
     }
 
+    /// The kernel's name for the first serial port of the machines we boot this arch on (PC
+    /// 8250 UART, PL011 on arm64 virt and most boards), for `console=`.
+    pub fn serial_console(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "ttyS0",
+            Arch::Aarch64 => "ttyAMA0",
+        }
+    }
+
     /// The architecture this program was compiled for, if it is one we build images for.
     pub fn current() -> Option<Arch> {
         match std::env::consts::ARCH {

@@ -198,7 +198,7 @@ impl QemuConfig {
             Arch::Aarch64 => "max,pauth-impdef=on",
         };
         push_all(&mut args, &["-machine", machine, "-cpu", cpu]);
-        let accel = if env_flag("QEMU_TESTS_KVM") && self.arch == Arch::host() {
+        let accel = if env_flag("QEMU_TESTS_KVM") && self.arch == crate::host_arch() {
             "kvm"
         } else if self.cpus > 1 {
             "tcg,thread=multi"

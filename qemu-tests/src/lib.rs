@@ -44,48 +44,13 @@ pub use error::HarnessError;
 pub use qmp::{Qmp, QmpError};
 pub use vm::Vm;
 
-/// A guest architecture.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Arch {
-    X86_64,
-    Aarch64,
-}
+/// A guest architecture: the same type the builder and init use (`hostdecl::Arch`), with
+/// `as_str()`, `ALL`, `serial_console()` and `Display`.
+pub use hostdecl::Arch;
 
-impl Arch {
-    /// Both architectures, for tests that run on each.
-    pub const ALL: [Arch; 2] = [Arch::X86_64, Arch::Aarch64];
-
-    /// The name used by Rust targets, QEMU binaries and `builder --arch`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Arch::X86_64 => "x86_64",
-            Arch::Aarch64 => "aarch64",
-        }
-    }
-
-    /// The architecture this test process runs on.
-    pub fn host() -> Arch {
-        if cfg!(target_arch = "aarch64") {
-            Arch::Aarch64
-        } else {
-            Arch::X86_64
-        }
-    }
-
-    /// The kernel's name for the first serial port of the machine the harness gives this arch,
-    /// for `console=` on the kernel command line.
-    pub fn serial_console(self) -> &'static str {
-        match self {
-            Arch::X86_64 => "ttyS0",
-            Arch::Aarch64 => "ttyAMA0",
-        }
-    }
-}
-
-impl std::fmt::Display for Arch {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
+/// The architecture this test process runs on.
+pub fn host_arch() -> Arch {
+    Arch::current().unwrap_or(Arch::X86_64)
 }
 
 /// Calls `f` every `poll` until it returns `Some` or `deadline` passes; `f` always runs at least
