@@ -118,6 +118,12 @@ pub enum ArchiveError {
         #[source]
         source: io::Error,
     },
+    #[error("moving the unpacked image into {path:?} failed")]
+    PlaceTarget {
+        path: std::path::PathBuf,
+        #[source]
+        source: io::Error,
+    },
     #[error("entry {entry:?} already exists in the target")]
     EntryExists { entry: String },
     #[error("creating directory for entry {entry:?} failed")]

@@ -25,8 +25,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha512};
 
 use crate::archive::manifest_view::{self, DependencyRef, ManifestView};
-use crate::archive::path::SymlinkMap;
-use crate::archive::unpack::unpack_into;
+use crate::archive::unpack::{Layers, finish_layers, unpack_layer};
 use crate::archive::{
     AciSummary, ArchiveError, ImageId, Owners, PathFilter, ReadOptions, UnpackOptions, read_aci,
 };
@@ -615,15 +614,15 @@ impl Store {
             return Ok(tree);
         }
         let work = self.begin_tree()?;
-        let mut links = SymlinkMap::default();
+        let mut state = Layers::default();
         for (layer, filter) in &layers {
             let blob = self.open_blob(layer)?;
             let opts = layer_options(filter.clone());
-            let summary = unpack_into(
+            let summary = unpack_layer(
                 io::BufReader::with_capacity(1 << 20, blob),
                 work.rootfs.as_fd(),
                 &opts,
-                &mut links,
+                &mut state,
             )
             .map_err(|source| StoreError::Render {
                 image: id.clone(),
@@ -641,6 +640,20 @@ impl Store {
                     ))),
                 });
             }
+        }
+        // Directory modes last, once: a read-only directory of a lower layer must not stop a
+        // later layer (without root) from writing into it.
+        if let Some((top, _)) = layers.last() {
+            finish_layers(
+                work.rootfs.as_fd(),
+                &layer_options(PathFilter::default()),
+                state,
+            )
+            .map_err(|source| StoreError::Render {
+                image: id.clone(),
+                layer: top.clone(),
+                source,
+            })?;
         }
         self.commit_tree(work, tree)
     }

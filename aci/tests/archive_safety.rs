@@ -6,9 +6,27 @@ mod common;
 use aci::archive::{self, ArchiveError, Limits, ReadOptions, UnpackOptions};
 use common::{RawTar, assert_nothing_outside, sandbox};
 
+/// Unpacks a hostile archive into a fresh target, then into an existing empty one; both must
+/// be refused with the same error, leave nothing of the archive (no target, or the empty one
+/// unchanged) and touch nothing outside.
 fn unpack_err(bytes: &[u8], opts: &UnpackOptions) -> (ArchiveError, tempfile::TempDir) {
     let (sb, target) = sandbox();
     let err = archive::unpack(bytes, &target, opts).expect_err("hostile archive was accepted");
+    assert!(
+        !target.exists(),
+        "a refused archive left {:?}",
+        common::tree(&target)
+    );
+    assert_nothing_outside(sb.path());
+
+    std::fs::create_dir(&target).unwrap();
+    let again = archive::unpack(bytes, &target, opts).expect_err("hostile archive was accepted");
+    assert_eq!(again.to_string(), err.to_string());
+    assert_eq!(
+        common::tree(&target),
+        Vec::<String>::new(),
+        "a refused archive left entries in the empty target"
+    );
     assert_nothing_outside(sb.path());
     (err, sb)
 }
@@ -73,6 +91,42 @@ fn rejects_symlink_redirected_by_a_later_link() {
         matches!(&err, ArchiveError::SymlinkEscape { entry, .. } if entry == "rootfs/up"),
         "{err}"
     );
+}
+
+#[test]
+fn refused_link_chain_leaves_no_link_even_in_a_non_empty_target() {
+    // Unpacking in place (into a target that already holds something) cannot stage; links are
+    // still created only after the final pass, so the escaping `up` never exists.
+    let (sb, target) = sandbox();
+    std::fs::create_dir_all(target.join("keep")).unwrap();
+    let bytes = RawTar::aci()
+        .symlink("rootfs/up", "self/..")
+        .symlink("rootfs/self", ".")
+        .finish();
+    let err = archive::unpack(&bytes[..], &target, &defaults()).expect_err("accepted");
+    assert!(matches!(err, ArchiveError::SymlinkEscape { .. }), "{err}");
+    let links: Vec<String> = common::tree(&target)
+        .into_iter()
+        .filter(|p| target.join(p).symlink_metadata().unwrap().is_symlink())
+        .collect();
+    assert!(links.is_empty(), "links left behind: {links:?}");
+    assert_nothing_outside(sb.path());
+}
+
+#[test]
+fn accepted_archive_is_placed_into_an_empty_target() {
+    let (sb, target) = sandbox();
+    std::fs::create_dir(&target).unwrap();
+    let bytes = RawTar::aci()
+        .file("rootfs/a", b"x")
+        .symlink("rootfs/l", "a")
+        .finish();
+    archive::unpack(&bytes[..], &target, &defaults()).unwrap();
+    assert_eq!(
+        common::tree(&target),
+        ["manifest", "rootfs", "rootfs/a", "rootfs/l"]
+    );
+    assert_nothing_outside(sb.path());
 }
 
 #[test]

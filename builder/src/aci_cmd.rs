@@ -170,15 +170,29 @@ fn validate(file: &Path) -> anyhow::Result<()> {
                     .with_context(|| format!("{} is not a valid Image Manifest", file.display()))?;
                 println!("{}: valid Image Manifest for {}", file.display(), m.name);
             }
-            ManifestKind::Pod => {
-                let m = manifest::PodManifest::from_json(&json)
-                    .with_context(|| format!("{} is not a valid Pod Manifest", file.display()))?;
-                println!(
+            ManifestKind::Pod => match manifest::PodManifest::from_json(&json) {
+                Ok(m) => println!(
                     "{}: valid Pod Manifest with {} app(s)",
                     file.display(),
                     m.apps.len()
-                );
-            }
+                ),
+                // A template (apps without image IDs, say) is a legitimate pod manifest too:
+                // rkt resolves it before running.
+                Err(runnable) => {
+                    let m =
+                        manifest::PodManifest::from_json_template(&json).with_context(|| {
+                            format!("{} is not a valid Pod Manifest", file.display())
+                        })?;
+                    let reasons: Vec<String> =
+                        runnable.errors().iter().map(ToString::to_string).collect();
+                    println!(
+                        "{}: valid Pod Manifest template with {} app(s) (not runnable: {})",
+                        file.display(),
+                        m.apps.len(),
+                        reasons.join("; ")
+                    );
+                }
+            },
         }
         return Ok(());
     }

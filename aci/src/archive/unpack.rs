@@ -3,11 +3,12 @@
 //! `O_EXCL | O_NOFOLLOW`, so no symlink (from the archive or already in the target) is ever
 //! followed and nothing is written outside the target.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use rustix::fs::{AtFlags, Dir, FileType, Mode, OFlags, Timespec, Timestamps, XattrFlags};
 use rustix::io::Errno;
@@ -86,9 +87,93 @@ impl UnpackOptions {
     }
 }
 
-/// Reads, checks and unpacks the ACI from `r` into `target` (created if missing). On error the
-/// target may hold part of the image, but nothing outside it was touched; the caller removes it.
+/// Reads, checks and unpacks the ACI from `r` into `target`.
+///
+/// When `target` is missing or an empty directory, the image is unpacked into a sibling temp
+/// directory that is renamed onto `target` only once every entry was checked and written; on
+/// any error the temp directory is removed, so a refused archive leaves nothing (an empty
+/// `target` stays empty). Into a non-empty `target` (layering by hand) entries are written in
+/// place and, on error, the caller removes what was written. Either way symlinks and hard links
+/// are created only after the whole archive passed its checks, so a refused archive never
+/// leaves a link on disk, and nothing outside `target` is touched.
 pub fn unpack<R: Read>(
+    r: R,
+    target: &Path,
+    opts: &UnpackOptions,
+) -> Result<AciSummary, ArchiveError> {
+    let Some(stage) = Stage::new(target)? else {
+        return unpack_in_place(r, target, opts);
+    };
+    let summary = unpack_in_place(r, &stage.path, opts)?;
+    stage.place(target)?;
+    Ok(summary)
+}
+
+/// A sibling temp directory an image is unpacked into before it is renamed onto the target;
+/// removed on drop unless placed.
+struct Stage {
+    path: PathBuf,
+}
+
+static STAGE_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+impl Stage {
+    /// None when `target` already holds something (unpack in place) or has no parent to stage
+    /// beside.
+    fn new(target: &Path) -> Result<Option<Stage>, ArchiveError> {
+        let open_err = |source: io::Error| ArchiveError::OpenTarget {
+            path: target.to_path_buf(),
+            source,
+        };
+        match std::fs::read_dir(target) {
+            Ok(mut entries) => {
+                if entries.next().is_some() {
+                    return Ok(None);
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(open_err(e)),
+        }
+        let Some(leaf) = target.file_name() else {
+            return Ok(None);
+        };
+        let parent = match target.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        std::fs::create_dir_all(parent).map_err(open_err)?;
+        let path = parent.join(format!(
+            ".{}.unpack-{}-{}",
+            leaf.to_string_lossy(),
+            std::process::id(),
+            STAGE_COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&path)
+            .map_err(open_err)?;
+        Ok(Some(Stage { path }))
+    }
+
+    /// Renames the finished tree onto `target` (replacing it when it is an empty directory).
+    fn place(self, target: &Path) -> Result<(), ArchiveError> {
+        std::fs::rename(&self.path, target).map_err(|source| ArchiveError::PlaceTarget {
+            path: target.to_path_buf(),
+            source,
+        })?;
+        std::mem::forget(self);
+        Ok(())
+    }
+}
+
+impl Drop for Stage {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+fn unpack_in_place<R: Read>(
     r: R,
     target: &Path,
     opts: &UnpackOptions,
@@ -120,36 +205,58 @@ pub fn unpack<R: Read>(
             .map_err(|e| open_err(e.into()))?
         }
     };
-    let summary = unpack_into(r, root.as_fd(), opts, &mut SymlinkMap::default())?;
+    let summary = unpack_into(r, root.as_fd(), opts)?;
     if opts.layout == Layout::Image {
         write_manifest(target_fd.as_fd(), &summary.manifest_json, opts.overwrite)?;
     }
     Ok(summary)
 }
 
-/// Unpacks into an open rootfs directory; `links` carries earlier layers' symlinks.
+/// What carries over from one layer of a tree to the next: the symlinks already in the tree
+/// (so chains through them are checked) and directory metadata, which is applied once after
+/// the last layer, since a read-only directory from a lower layer must not stop a later layer
+/// writing into it.
+#[derive(Debug, Default)]
+pub(crate) struct Layers {
+    links: SymlinkMap,
+    dirs: BTreeMap<Components, (EntryMeta, String)>,
+    rootfs_meta: Option<EntryMeta>,
+}
+
+/// Unpacks one ACI into an open rootfs directory, directory metadata included.
 pub(crate) fn unpack_into<R: Read>(
     r: R,
     root: BorrowedFd<'_>,
     opts: &UnpackOptions,
-    links: &mut SymlinkMap,
 ) -> Result<AciSummary, ArchiveError> {
-    let owners = match opts.owners {
-        Owners::Auto => rustix::process::geteuid().is_root(),
-        Owners::Preserve => true,
-        Owners::Ignore => false,
-    };
-    let mut sink = UnpackSink {
-        root,
-        opts,
-        owners,
-        dirs: Vec::new(),
-        rootfs_meta: None,
-        cache: None,
-    };
-    let summary = walk(r, &opts.read, links, &mut sink)?;
-    sink.finish()?;
+    let mut layers = Layers::default();
+    let summary = unpack_layer(r, root, opts, &mut layers)?;
+    finish_layers(root, opts, layers)?;
     Ok(summary)
+}
+
+/// Unpacks one layer of a tree; call [`finish_layers`] after the last one.
+pub(crate) fn unpack_layer<R: Read>(
+    r: R,
+    root: BorrowedFd<'_>,
+    opts: &UnpackOptions,
+    layers: &mut Layers,
+) -> Result<AciSummary, ArchiveError> {
+    let mut sink = UnpackSink::new(root, opts, &mut layers.dirs, &mut layers.rootfs_meta);
+    let summary = walk(r, &opts.read, &mut layers.links, &mut sink)?;
+    // Only now, with every entry checked, may links exist on disk.
+    sink.create_links()?;
+    Ok(summary)
+}
+
+/// Gives every directory of the tree its mode, owner and times, deepest first.
+pub(crate) fn finish_layers(
+    root: BorrowedFd<'_>,
+    opts: &UnpackOptions,
+    mut layers: Layers,
+) -> Result<(), ArchiveError> {
+    let mut sink = UnpackSink::new(root, opts, &mut layers.dirs, &mut layers.rootfs_meta);
+    sink.finish()
 }
 
 fn write_manifest(dir: BorrowedFd<'_>, json: &[u8], overwrite: bool) -> Result<(), ArchiveError> {
@@ -173,11 +280,23 @@ struct UnpackSink<'a> {
     opts: &'a UnpackOptions,
     owners: bool,
     /// Directories get their mode and mtime last: children would change the mtime, and a
-    /// read-only mode would stop us creating them.
-    dirs: Vec<(Components, EntryMeta, String)>,
-    rootfs_meta: Option<EntryMeta>,
+    /// read-only mode would stop us creating them. Keyed by path, so a later layer's metadata
+    /// for the same directory wins.
+    dirs: &'a mut BTreeMap<Components, (EntryMeta, String)>,
+    rootfs_meta: &'a mut Option<EntryMeta>,
     /// The last parent directory opened; tar entries come grouped by directory.
     cache: Option<(Components, OwnedFd)>,
+    /// Symlinks and hard links, created in archive order once the whole archive was checked:
+    /// the final pass over links can still refuse it.
+    pending: Vec<PendingLink>,
+}
+
+struct PendingLink {
+    parent: Components,
+    leaf: Vec<u8>,
+    kind: EntryKind,
+    meta: EntryMeta,
+    name: String,
 }
 
 const WALK_FLAGS: OFlags = OFlags::PATH
@@ -189,7 +308,29 @@ fn io_err(e: Errno) -> io::Error {
     e.into()
 }
 
-impl UnpackSink<'_> {
+impl<'a> UnpackSink<'a> {
+    fn new(
+        root: BorrowedFd<'a>,
+        opts: &'a UnpackOptions,
+        dirs: &'a mut BTreeMap<Components, (EntryMeta, String)>,
+        rootfs_meta: &'a mut Option<EntryMeta>,
+    ) -> Self {
+        let owners = match opts.owners {
+            Owners::Auto => rustix::process::geteuid().is_root(),
+            Owners::Preserve => true,
+            Owners::Ignore => false,
+        };
+        UnpackSink {
+            root,
+            opts,
+            owners,
+            dirs,
+            rootfs_meta,
+            cache: None,
+            pending: Vec::new(),
+        }
+    }
+
     /// Opens the directory `comps` below the root one component at a time without following
     /// symlinks. Missing directories are created (tar allows omitting parents). In overwrite
     /// mode a non-directory from an earlier layer in the way is replaced.
@@ -265,10 +406,14 @@ impl UnpackSink<'_> {
     fn clear(
         &mut self,
         parent: &OwnedFd,
-        leaf: &[u8],
+        comps: &[Vec<u8>],
         is_dir: bool,
         entry: &str,
     ) -> Result<bool, ArchiveError> {
+        let Some(leaf) = comps.last() else {
+            return Ok(true);
+        };
+        let leaf = leaf.as_slice();
         let stat = match rustix::fs::statat(parent, leaf, AtFlags::SYMLINK_NOFOLLOW) {
             Ok(st) => st,
             Err(Errno::NOENT) => return Ok(false),
@@ -284,8 +429,10 @@ impl UnpackSink<'_> {
             return Ok(true);
         }
         let res = if existing_dir {
-            // The cached parent may be inside the tree being removed.
+            // The cached parent may be inside the tree being removed, and so may directories
+            // whose metadata is still to be applied.
             self.cache = None;
+            self.dirs.retain(|k, _| !k.starts_with(comps));
             remove_tree(parent.as_fd(), leaf)
         } else {
             rustix::fs::unlinkat(parent, leaf, AtFlags::empty()).map_err(io_err)
@@ -425,15 +572,66 @@ impl UnpackSink<'_> {
 
     fn finish(&mut self) -> Result<(), ArchiveError> {
         self.cache = None;
-        let mut dirs = std::mem::take(&mut self.dirs);
+        let mut dirs: Vec<_> = std::mem::take(self.dirs).into_iter().collect();
         // Deepest first, so setting a parent's mtime is the last change to it.
         dirs.sort_by_key(|d| std::cmp::Reverse(d.0.len()));
-        for (comps, meta, name) in &dirs {
+        for (comps, (meta, name)) in &dirs {
             let fd = self.open_rw_dir(comps, name)?;
             self.apply_fd(fd.as_fd(), meta, name)?;
         }
         if let Some(meta) = self.rootfs_meta.take() {
             self.apply_fd(self.root, &meta, "rootfs")?;
+        }
+        Ok(())
+    }
+
+    /// Creates the symlinks and hard links the archive holds, in archive order.
+    fn create_links(&mut self) -> Result<(), ArchiveError> {
+        for link in std::mem::take(&mut self.pending) {
+            let name = link.name.as_str();
+            let parent = self.parent(&link.parent, name)?;
+            let leaf = link.leaf.as_slice();
+            match &link.kind {
+                EntryKind::Symlink { target } => {
+                    rustix::fs::symlinkat(target.as_slice(), &parent, leaf).map_err(|err| {
+                        if err == Errno::EXIST {
+                            ArchiveError::EntryExists {
+                                entry: name.to_string(),
+                            }
+                        } else {
+                            ArchiveError::CreateSymlink {
+                                entry: name.to_string(),
+                                source: err.into(),
+                            }
+                        }
+                    })?;
+                    self.apply_at(&parent, leaf, &link.meta, name, false)?;
+                }
+                EntryKind::Hardlink { target } => {
+                    let Some((tleaf, tparent)) = target.split_last() else {
+                        return Err(ArchiveError::HardlinkEscape {
+                            entry: name.to_string(),
+                            target: "/".to_string(),
+                        });
+                    };
+                    let tparent = self.open_dir(tparent, name, false)?;
+                    // No AT_SYMLINK_FOLLOW: a link to a symlink links the symlink itself.
+                    rustix::fs::linkat(&tparent, tleaf.as_slice(), &parent, leaf, AtFlags::empty())
+                        .map_err(|err| {
+                            if err == Errno::EXIST {
+                                ArchiveError::EntryExists {
+                                    entry: name.to_string(),
+                                }
+                            } else {
+                                ArchiveError::CreateHardlink {
+                                    entry: name.to_string(),
+                                    source: err.into(),
+                                }
+                            }
+                        })?;
+                }
+                _ => {}
+            }
         }
         Ok(())
     }
@@ -473,7 +671,7 @@ const COPY_BUF: usize = 256 * 1024;
 
 impl Sink for UnpackSink<'_> {
     fn rootfs(&mut self, meta: &EntryMeta) -> Result<(), ArchiveError> {
-        self.rootfs_meta = Some(meta.clone());
+        *self.rootfs_meta = Some(meta.clone());
         Ok(())
     }
 
@@ -490,9 +688,9 @@ impl Sink for UnpackSink<'_> {
         let leaf = leaf.as_slice();
         let name = e.name;
         let parent = self.parent(parent_comps, name)?;
-        if self.opts.overwrite && self.clear(&parent, leaf, *e.kind == EntryKind::Dir, name)? {
+        if self.opts.overwrite && self.clear(&parent, e.comps, *e.kind == EntryKind::Dir, name)? {
             self.dirs
-                .push((e.comps.to_vec(), e.meta.clone(), name.to_string()));
+                .insert(e.comps.to_vec(), (e.meta.clone(), name.to_string()));
             return Ok(());
         }
         let exists = |source: Errno| {
@@ -532,7 +730,7 @@ impl Sink for UnpackSink<'_> {
                     }
                 }
                 self.dirs
-                    .push((e.comps.to_vec(), e.meta.clone(), name.to_string()));
+                    .insert(e.comps.to_vec(), (e.meta.clone(), name.to_string()));
             }
             EntryKind::File { .. } => {
                 let fd = rustix::fs::openat(
@@ -558,43 +756,14 @@ impl Sink for UnpackSink<'_> {
                 })?;
                 self.apply_fd(file.as_fd(), e.meta, name)?;
             }
-            EntryKind::Symlink { target } => {
-                rustix::fs::symlinkat(target.as_slice(), &parent, leaf).map_err(|err| {
-                    if err == Errno::EXIST {
-                        ArchiveError::EntryExists {
-                            entry: name.to_string(),
-                        }
-                    } else {
-                        ArchiveError::CreateSymlink {
-                            entry: name.to_string(),
-                            source: err.into(),
-                        }
-                    }
-                })?;
-                self.apply_at(&parent, leaf, e.meta, name, false)?;
-            }
-            EntryKind::Hardlink { target } => {
-                let Some((tleaf, tparent)) = target.split_last() else {
-                    return Err(ArchiveError::HardlinkEscape {
-                        entry: name.to_string(),
-                        target: "/".to_string(),
-                    });
-                };
-                let tparent = self.open_dir(tparent, name, false)?;
-                // No AT_SYMLINK_FOLLOW: a link to a symlink links the symlink itself.
-                rustix::fs::linkat(&tparent, tleaf.as_slice(), &parent, leaf, AtFlags::empty())
-                    .map_err(|err| {
-                        if err == Errno::EXIST {
-                            ArchiveError::EntryExists {
-                                entry: name.to_string(),
-                            }
-                        } else {
-                            ArchiveError::CreateHardlink {
-                                entry: name.to_string(),
-                                source: err.into(),
-                            }
-                        }
-                    })?;
+            EntryKind::Symlink { .. } | EntryKind::Hardlink { .. } => {
+                self.pending.push(PendingLink {
+                    parent: parent_comps.to_vec(),
+                    leaf: leaf.to_vec(),
+                    kind: e.kind.clone(),
+                    meta: e.meta.clone(),
+                    name: name.to_string(),
+                });
             }
             EntryKind::Char { major, minor } | EntryKind::Block { major, minor } => {
                 let ft = if matches!(e.kind, EntryKind::Char { .. }) {

@@ -14,7 +14,6 @@ use rustix::fs::FlockOperation;
 use super::{
     RenderedTree, Store, StoreError, TempGuard, TreeWork, layer_options, tmp_name, tree_key,
 };
-use crate::archive::path::SymlinkMap;
 use crate::archive::pipe::{self, PipeWriter};
 use crate::archive::unpack::unpack_into;
 use crate::archive::{AciSummary, ArchiveError, PathFilter, ReadOptions, read_aci};
@@ -173,7 +172,7 @@ impl<'s> Ingest<'s> {
 fn spawn_unpack(root: OwnedFd) -> io::Result<Worker> {
     pipe::spawn("aci-unpack", move |r| {
         let opts = layer_options(PathFilter::default());
-        let res = unpack_into(&mut *r, root.as_fd(), &opts, &mut SymlinkMap::default());
+        let res = unpack_into(&mut *r, root.as_fd(), &opts);
         // Drained even after a refusal, so the download completes and its signature can be
         // checked (and reported) first; nothing more is unpacked.
         r.drain();
