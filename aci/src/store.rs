@@ -6,11 +6,15 @@
 //! - `images/sha512-<hex>.aci`: the ACI bytes exactly as received (signatures cover them);
 //! - `images/sha512-<hex>.json`: [`ImageRecord`] (name, labels, manifest);
 //! - `trees/deps-sha512-<hex>/rootfs/`: a rendered tree, and `tree.json` naming its layers;
-//! - `.tmp-*` in either directory: work in progress, locked with `flock` by its writer.
+//! - `.tmp-*` in either directory: work in progress, locked with `flock` by its writer;
+//! - `lock`: the store-wide lock. Writers hold it shared while they create (and lock) a temp
+//!   and while they publish; `Store::open` holds it exclusive while it cleans up, so it never
+//!   mistakes a live writer's temp, or a half-done publish, for a crashed one.
 //!
 //! An image is visible only when both its `.json` and `.aci` exist; the `.json` is renamed into
-//! place first and the `.aci` last, each after an fsync, then the directory is fsynced, so a
-//! crash never shows a partial image. `Store::open` removes what crashed writers left.
+//! place first and the `.aci` last, each after an fsync and each followed by a directory fsync,
+//! so a crash never shows a partial image. `Store::open` removes what crashed writers left:
+//! unlocked temps, a `.json` without its `.aci`, and an `.aci` without its `.json`.
 
 use std::collections::{BTreeSet, HashSet};
 use std::fs::{self, File};
@@ -53,8 +57,13 @@ pub enum StoreError {
         #[source]
         source: io::Error,
     },
-    #[error("the image being inserted is not a valid ACI")]
-    InsertInvalid(#[source] ArchiveError),
+    #[error("the image being inserted from {source_name} is not a valid ACI")]
+    InsertInvalid {
+        /// The file or download the bytes came from.
+        source_name: String,
+        #[source]
+        source: ArchiveError,
+    },
     #[error("writing {path:?} failed")]
     Write {
         path: PathBuf,
@@ -308,7 +317,39 @@ impl Store {
         Ok(names)
     }
 
+    /// Takes the store-wide lock (see the module docs); it is released when the fd is dropped.
+    fn lock(&self, op: FlockOperation) -> Result<OwnedFd, StoreError> {
+        let path = self.root.join("lock");
+        let err = |source: rustix::io::Errno| StoreError::Lock {
+            path: path.clone(),
+            source: source.into(),
+        };
+        let fd = rustix::fs::open(
+            &path,
+            OFlags::RDWR | OFlags::CREATE | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o644),
+        )
+        .map_err(err)?;
+        rustix::fs::flock(&fd, op).map_err(err)?;
+        Ok(fd)
+    }
+
+    /// A new temp file in `images/`, flocked before any cleaner can see it unlocked.
+    fn create_temp_file(&self, ext: &str) -> Result<(PathBuf, File, TempGuard), StoreError> {
+        let _shared = self.lock(FlockOperation::LockShared)?;
+        let tmp = self.images.join(tmp_name(ext));
+        let werr = |source| StoreError::Write {
+            path: tmp.clone(),
+            source,
+        };
+        let file = File::create_new(&tmp).map_err(werr)?;
+        let guard = TempGuard(tmp.clone());
+        rustix::fs::flock(&file, FlockOperation::LockExclusive).map_err(|e| werr(e.into()))?;
+        Ok((tmp, file, guard))
+    }
+
     fn clean_stale(&self) -> Result<(), StoreError> {
+        let _exclusive = self.lock(FlockOperation::LockExclusive)?;
         for dir in [&self.images, &self.trees] {
             for name in self.read_dir(dir)? {
                 if !name.starts_with(TMP_PREFIX) {
@@ -329,12 +370,19 @@ impl Store {
                 remove_path(&path)?;
             }
         }
+        // Half of a published pair: a crash between the two renames, or between `remove`'s two
+        // unlinks. An `.aci` without its record would otherwise block that image for good.
         let names: HashSet<String> = self.read_dir(&self.images)?.into_iter().collect();
         for name in &names {
-            if let Some(stem) = name.strip_suffix(".json")
-                && !name.starts_with(TMP_PREFIX)
-                && !names.contains(&format!("{stem}.aci"))
-            {
+            if name.starts_with(TMP_PREFIX) {
+                continue;
+            }
+            let orphan = match (name.strip_suffix(".json"), name.strip_suffix(".aci")) {
+                (Some(stem), _) => !names.contains(&format!("{stem}.aci")),
+                (_, Some(stem)) => !names.contains(&format!("{stem}.json")),
+                _ => false,
+            };
+            if orphan {
                 remove_path(&self.images.join(name))?;
             }
         }
@@ -366,15 +414,25 @@ impl Store {
         r: R,
         opts: &ReadOptions,
     ) -> Result<ImageRecord, StoreError> {
-        let tmp = self.images.join(tmp_name(".aci"));
+        self.insert_named(r, opts, "the input stream")
+    }
+
+    /// `source_name` names where the bytes come from in errors (a file path, a URL).
+    pub fn insert_named<R: Read>(
+        &self,
+        r: R,
+        opts: &ReadOptions,
+        source_name: &str,
+    ) -> Result<ImageRecord, StoreError> {
+        let invalid = |source| StoreError::InsertInvalid {
+            source_name: source_name.to_string(),
+            source,
+        };
         let werr = |path: &Path| {
             let path = path.to_path_buf();
             move |source| StoreError::Write { path, source }
         };
-        let file = File::create_new(&tmp).map_err(werr(&tmp))?;
-        let guard = TempGuard(tmp.clone());
-        rustix::fs::flock(&file, FlockOperation::LockExclusive)
-            .map_err(|e| werr(&tmp)(e.into()))?;
+        let (tmp, file, guard) = self.create_temp_file(".aci")?;
         let mut out = BufWriter::with_capacity(1 << 20, file);
         let mut tee = Tee {
             inner: r,
@@ -386,12 +444,12 @@ impl Store {
         if let Some(e) = tee.error.take() {
             return Err(werr(&tmp)(e));
         }
-        let summary = summary.map_err(StoreError::InsertInvalid)?;
+        let summary = summary.map_err(invalid)?;
         // The decompressor may stop before the end of the input (trailing bytes); the blob must
         // hold the whole file, since signatures cover every byte.
         io::copy(&mut tee, &mut io::sink()).map_err(|source| match tee.error.take() {
             Some(e) => werr(&tmp)(e),
-            None => StoreError::InsertInvalid(ArchiveError::ReadStream(source)),
+            None => invalid(ArchiveError::ReadStream(source)),
         })?;
         let size = tee.count;
         let file = out.into_inner().map_err(|e| werr(&tmp)(e.into_error()))?;
@@ -401,7 +459,8 @@ impl Store {
     }
 
     /// Makes a fully written and fsynced temp blob visible: metadata first, then the blob,
-    /// then the directory fsync. An image already stored keeps its existing record.
+    /// each rename followed by a directory fsync. An image already stored keeps its existing
+    /// record; a stored blob whose record is missing gets it written again.
     fn publish(
         &self,
         tmp: &Path,
@@ -413,11 +472,14 @@ impl Store {
             let path = path.to_path_buf();
             move |source| StoreError::Write { path, source }
         };
+        // No cleaner may run between the two renames and take the record for an orphan.
+        let _shared = self.lock(FlockOperation::LockShared)?;
         let id = summary.id.clone();
         let blob = self.blob_path(&id);
-        if blob.exists() {
+        let blob_stored = blob.exists();
+        if blob_stored && let Some(record) = self.read_record(&id)? {
             drop(guard);
-            return self.get(id.as_str());
+            return Ok(record);
         }
         // serde_json accepted these bytes, so they are UTF-8.
         let manifest = String::from_utf8_lossy(&summary.manifest_json).into_owned();
@@ -439,18 +501,23 @@ impl Store {
             imported_at: now_secs(),
             manifest,
         };
-        let meta_tmp = self.images.join(tmp_name(".json"));
-        let meta_guard = TempGuard(meta_tmp.clone());
+        let (meta_tmp, mut meta_file, meta_guard) = self.create_temp_file(".json")?;
         let json = serde_json::to_vec_pretty(&record).map_err(|e| werr(&meta_tmp)(e.into()))?;
-        let mut meta_file = File::create_new(&meta_tmp).map_err(werr(&meta_tmp))?;
         meta_file.write_all(&json).map_err(werr(&meta_tmp))?;
         meta_file.sync_all().map_err(werr(&meta_tmp))?;
         let meta = self.meta_path(&id);
         fs::rename(&meta_tmp, &meta).map_err(werr(&meta))?;
         meta_guard.keep();
-        fs::rename(tmp, &blob).map_err(werr(&blob))?;
-        guard.keep();
+        // The record must be durable before the blob can be: a crash may otherwise keep the
+        // second rename and lose the first.
         fsync_dir(&self.images)?;
+        if blob_stored {
+            drop(guard);
+        } else {
+            fs::rename(tmp, &blob).map_err(werr(&blob))?;
+            guard.keep();
+            fsync_dir(&self.images)?;
+        }
         Ok(record)
     }
 
@@ -460,7 +527,7 @@ impl Store {
             path: path.to_path_buf(),
             source,
         })?;
-        self.insert(file)
+        self.insert_named(file, &ReadOptions::default(), &path.display().to_string())
     }
 
     fn read_record(&self, id: &ImageId) -> Result<Option<ImageRecord>, StoreError> {
@@ -660,6 +727,7 @@ impl Store {
 
     /// A new locked temp directory for a tree, with its empty `rootfs/` open.
     fn begin_tree(&self) -> Result<TreeWork, StoreError> {
+        let shared = self.lock(FlockOperation::LockShared)?;
         let tmp = self.trees.join(tmp_name(""));
         let werr = |path: &Path| {
             let path = path.to_path_buf();
@@ -674,6 +742,7 @@ impl Store {
         )
         .map_err(|e| werr(&tmp)(e.into()))?;
         rustix::fs::flock(&dir, FlockOperation::LockExclusive).map_err(|e| werr(&tmp)(e.into()))?;
+        drop(shared);
         rustix::fs::mkdirat(&dir, "rootfs", Mode::from_raw_mode(0o755))
             .map_err(|e| werr(&tmp)(e.into()))?;
         let rootfs = rustix::fs::openat(

@@ -75,9 +75,106 @@ fn invalid_aci_leaves_nothing_in_store() {
     let bad = RawTar::aci().file("rootfs/../x", b"").finish();
     assert!(matches!(
         store.insert(&bad[..]),
-        Err(StoreError::InsertInvalid(_))
+        Err(StoreError::InsertInvalid { .. })
     ));
     assert!(names_in(&root.path().join("images")).is_empty());
+}
+
+#[test]
+fn refused_insert_file_names_the_file() {
+    let root = tempfile::tempdir().unwrap();
+    let store = Store::open(root.path()).unwrap();
+    let path = root.path().join("hostile.aci");
+    std::fs::write(&path, RawTar::aci().file("rootfs/../x", b"").finish()).unwrap();
+    let err = store.insert_file(&path).unwrap_err();
+    assert!(
+        matches!(&err, StoreError::InsertInvalid { source_name, .. } if *source_name == path.display().to_string()),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("hostile.aci"), "{err}");
+}
+
+/// The blob and record paths of the image with `id` in the store at `root`.
+fn pair(root: &Path, id: &ImageId) -> (std::path::PathBuf, std::path::PathBuf) {
+    let images = root.join("images");
+    (
+        images.join(format!("{id}.aci")),
+        images.join(format!("{id}.json")),
+    )
+}
+
+#[test]
+fn insert_rewrites_a_missing_record_for_a_stored_blob() {
+    let root = tempfile::tempdir().unwrap();
+    let store = Store::open(root.path()).unwrap();
+    let bytes = aci(common::MANIFEST, |t| {
+        t.file("rootfs/a", b"a");
+    });
+    let id = store.insert(&bytes[..]).unwrap().id;
+    let (blob, record) = pair(root.path(), &id);
+    // What a crash that kept the blob's rename but lost the record's would leave.
+    std::fs::remove_file(&record).unwrap();
+    assert!(matches!(
+        store.get(id.as_str()),
+        Err(StoreError::NotFound(_))
+    ));
+    let again = store.insert(&bytes[..]).unwrap();
+    assert_eq!(again.id, id);
+    assert!(record.exists() && blob.exists());
+    assert_eq!(store.get(id.as_str()).unwrap(), again);
+    assert_eq!(names_in(&root.path().join("images")).len(), 2);
+}
+
+#[test]
+fn open_removes_a_blob_without_its_record() {
+    let root = tempfile::tempdir().unwrap();
+    let store = Store::open(root.path()).unwrap();
+    let bytes = aci(common::MANIFEST, |_| {});
+    let id = store.insert(&bytes[..]).unwrap().id;
+    let (blob, record) = pair(root.path(), &id);
+    std::fs::remove_file(&record).unwrap();
+    let store = Store::open(root.path()).unwrap();
+    assert!(!blob.exists(), "an orphan blob survived open");
+    assert!(store.list().unwrap().is_empty());
+    assert_eq!(store.insert(&bytes[..]).unwrap().id, id);
+    assert_eq!(store.list().unwrap().len(), 1);
+}
+
+#[test]
+fn concurrent_open_never_removes_a_live_writers_temp_files() {
+    // One thread inserts image after image while another keeps opening the store (which
+    // cleans up crashed writers' temps). Every insert must succeed and stay visible.
+    let root = tempfile::tempdir().unwrap();
+    let store = Store::open(root.path()).unwrap();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let inserted = std::thread::scope(|s| {
+        let cleaner = s.spawn(|| {
+            let mut opens = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                Store::open(root.path()).unwrap();
+                opens += 1;
+            }
+            opens
+        });
+        let ids: Result<Vec<ImageId>, StoreError> = (0..40u8)
+            .map(|i| {
+                let m = manifest_named("t/race", &[("version", &i.to_string())], "");
+                let bytes = aci(&m, |t| {
+                    t.file("rootfs/f", &vec![i; 64 << 10]);
+                });
+                store.insert(&bytes[..]).map(|r| r.id)
+            })
+            .collect();
+        // Stopped before any assertion, so a failure cannot leave the cleaner spinning.
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert!(cleaner.join().unwrap() > 0, "the cleaner never ran");
+        ids.expect("an insert failed while the store was being opened")
+    });
+    let mut listed: Vec<ImageId> = store.list().unwrap().into_iter().map(|r| r.id).collect();
+    let mut want = inserted;
+    listed.sort();
+    want.sort();
+    assert_eq!(listed, want);
 }
 
 #[test]

@@ -377,7 +377,7 @@ impl<'s> Receive for StoreReceiver<'s> {
     }
     fn finish(self, app: &App, url: &str) -> Result<Ingested<'s>, FetchError> {
         self.0.finish().map_err(|e| match e {
-            StoreError::InsertInvalid(source) => archive_error(app, url, source),
+            StoreError::InsertInvalid { source, .. } => archive_error(app, url, source),
             source => FetchError::Store {
                 app: app.to_string(),
                 source: Box::new(source),

@@ -9,11 +9,7 @@ use std::io::{self, Seek, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
-use rustix::fs::FlockOperation;
-
-use super::{
-    RenderedTree, Store, StoreError, TempGuard, TreeWork, layer_options, tmp_name, tree_key,
-};
+use super::{RenderedTree, Store, StoreError, TempGuard, TreeWork, layer_options, tree_key};
 use crate::archive::pipe::{self, PipeWriter};
 use crate::archive::unpack::unpack_into;
 use crate::archive::{AciSummary, ArchiveError, PathFilter, ReadOptions, read_aci};
@@ -66,14 +62,7 @@ impl Store {
     /// Starts receiving an image. With `with_tree`, the image is also unpacked into a tree as
     /// it arrives, so that a commit makes it ready to run without reading the blob again.
     pub fn begin_ingest(&self, with_tree: bool) -> Result<Ingest<'_>, StoreError> {
-        let blob_tmp = self.images.join(tmp_name(".aci"));
-        let werr = |source| StoreError::Write {
-            path: blob_tmp.clone(),
-            source,
-        };
-        let blob = File::create_new(&blob_tmp).map_err(werr)?;
-        let blob_guard = TempGuard(blob_tmp.clone());
-        rustix::fs::flock(&blob, FlockOperation::LockExclusive).map_err(|e| werr(e.into()))?;
+        let (blob_tmp, blob, blob_guard) = self.create_temp_file(".aci")?;
         let mut ingest = Ingest {
             store: self,
             with_tree,
@@ -149,7 +138,11 @@ impl<'s> Ingest<'s> {
                 path: self.blob_tmp.clone(),
                 source,
             })?
-            .map_err(StoreError::InsertInvalid)?;
+            .map_err(|source| StoreError::InsertInvalid {
+                // The fetcher reports the URL itself (FetchError::Archive).
+                source_name: "a download".to_string(),
+                source,
+            })?;
         self.blob.sync_all().map_err(|source| StoreError::Write {
             path: self.blob_tmp.clone(),
             source,
