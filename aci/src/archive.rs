@@ -34,7 +34,13 @@ pub struct Limits {
     pub max_entries: u64,
     /// Largest `manifest`, in bytes (it is held in memory).
     pub max_manifest_size: u64,
+    /// Largest uncompressed tar stream, headers and padding included: bounds what a small
+    /// compressed file can make us read and hash.
+    pub max_tar_size: u64,
 }
+
+/// Bytes allowed after the tar end marker (writers pad to a record size, 10 KiB for GNU tar).
+pub const MAX_TRAILING_BYTES: u64 = 1 << 20;
 
 impl Default for Limits {
     fn default() -> Self {
@@ -43,6 +49,7 @@ impl Default for Limits {
             max_total_size: 16 << 30,
             max_entries: 1_000_000,
             max_manifest_size: 1 << 20,
+            max_tar_size: 20 << 30,
         }
     }
 }
@@ -92,6 +99,10 @@ pub enum ArchiveError {
     },
     #[error("entry {entry:?} takes the archive's content over the limit of {limit} bytes")]
     TotalSizeExceeded { entry: String, limit: u64 },
+    #[error("the uncompressed archive is larger than the limit of {limit} bytes")]
+    TarTooLarge { limit: u64 },
+    #[error("more than {limit} bytes follow the archive's end marker")]
+    TrailingData { limit: u64 },
     #[error("the archive has more than {limit} entries")]
     TooManyEntries { limit: u64 },
     #[error("symlink {entry:?} points to {target:?}, which resolves outside the rootfs")]

@@ -327,3 +327,39 @@ fn accepts_dot_slash_names_like_go() {
     let s = archive::read_aci(&bytes[..], &ReadOptions::default()).unwrap();
     assert_eq!(s.manifest.name, "example.com/test");
 }
+
+#[test]
+fn rejects_a_small_stream_that_expands_far_past_the_end_marker() {
+    // A valid ACI, then 8 MiB of zeros: a few hundred bytes of zstd that would otherwise all
+    // be read and hashed.
+    let mut tar = RawTar::aci().file("rootfs/a", b"x").finish();
+    tar.resize(tar.len() + (8 << 20), 0);
+    let small = zstd::encode_all(&tar[..], 19).unwrap();
+    assert!(small.len() < 4096, "{} bytes", small.len());
+    let (err, _sb) = unpack_err(&small, &defaults());
+    assert!(
+        matches!(err, ArchiveError::TrailingData { limit } if limit == archive::MAX_TRAILING_BYTES),
+        "{err}"
+    );
+}
+
+#[test]
+fn rejects_a_tar_stream_over_max_tar_size() {
+    let tar = RawTar::aci().file("rootfs/a", &[1u8; 8192]).finish();
+    let small = zstd::encode_all(&tar[..], 3).unwrap();
+    let mut opts = defaults();
+    opts.read.limits.max_tar_size = 4096;
+    let (err, _sb) = unpack_err(&small, &opts);
+    assert!(
+        matches!(err, ArchiveError::TarTooLarge { limit: 4096 }),
+        "{err}"
+    );
+    // The same limit counts the bytes after the end marker too.
+    opts.read.limits.max_tar_size = tar.len() as u64 - 1;
+    let (err, _sb) = unpack_err(&small, &opts);
+    assert!(matches!(err, ArchiveError::TarTooLarge { .. }), "{err}");
+    opts.read.limits.max_tar_size = tar.len() as u64;
+    let (sb, target) = sandbox();
+    archive::unpack(&small[..], &target, &opts).unwrap();
+    assert_nothing_outside(sb.path());
+}

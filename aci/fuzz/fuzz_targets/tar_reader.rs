@@ -13,6 +13,7 @@ fuzz_target!(|data: &[u8]| {
             max_total_size: 4 << 20,
             max_entries: 10_000,
             max_manifest_size: 64 << 10,
+            max_tar_size: 8 << 20,
         },
         allow_devices: false,
     };

@@ -6,10 +6,10 @@ use std::collections::{HashMap, HashSet};
 use std::io::{self, Read};
 
 use super::compression::{self, Compression};
-use super::image_id::{HashingReader, ImageId};
+use super::image_id::{FinishError, HashingReader, ImageId};
 use super::manifest_view::{self, ManifestView};
 use super::path::{self, Components, NameError, Place, SymlinkMap};
-use super::{ArchiveError, Limits};
+use super::{ArchiveError, Limits, MAX_TRAILING_BYTES};
 
 /// What a reader accepts. Device nodes are refused unless `allow_devices` is set, because a
 /// device node in an app's rootfs hands the app that device.
@@ -96,7 +96,7 @@ pub(crate) fn walk<R: Read>(
 ) -> Result<AciSummary, ArchiveError> {
     let limits = &opts.limits;
     let (compression, stream) = compression::decompress(r)?;
-    let mut hashing = HashingReader::new(stream);
+    let mut hashing = HashingReader::new(stream, limits.max_tar_size);
     let mut manifest_json: Option<Vec<u8>> = None;
     let mut rootfs_seen = false;
     // Value: true for directories, which hard links may not target.
@@ -105,7 +105,8 @@ pub(crate) fn walk<R: Read>(
     let mut count: u64 = 0;
     let mut total: u64 = 0;
     let mut last_name = String::from("<start of archive>");
-    {
+    // A closure so that any read error can be told apart afterwards: over the size limit, or not.
+    let entries_result = (|| {
         let mut archive = tar::Archive::new(&mut hashing);
         let entries = archive.entries().map_err(ArchiveError::ReadStream)?;
         for item in entries {
@@ -270,7 +271,14 @@ pub(crate) fn walk<R: Read>(
                 }
             }
         }
+        Ok(())
+    })();
+    if hashing.over_limit() {
+        return Err(ArchiveError::TarTooLarge {
+            limit: limits.max_tar_size,
+        });
     }
+    entries_result?;
     // A link that looked contained when written can be redirected by a later link it goes
     // through; check every link again now that all of them are known.
     for (at, target) in links.iter() {
@@ -285,7 +293,16 @@ pub(crate) fn walk<R: Read>(
     if !rootfs_seen {
         return Err(ArchiveError::MissingRootfs);
     }
-    let (id, tar_size) = hashing.finish().map_err(ArchiveError::ReadStream)?;
+    let over_limit = |e| match e {
+        FinishError::Trailing => ArchiveError::TrailingData {
+            limit: MAX_TRAILING_BYTES,
+        },
+        FinishError::OverLimit => ArchiveError::TarTooLarge {
+            limit: limits.max_tar_size,
+        },
+        FinishError::Read(e) => ArchiveError::ReadStream(e),
+    };
+    let (id, tar_size) = hashing.finish(MAX_TRAILING_BYTES).map_err(over_limit)?;
     let manifest = manifest_view::parse_image_manifest(&manifest_json)
         .map_err(ArchiveError::InvalidManifest)?;
     Ok(AciSummary {
