@@ -464,3 +464,57 @@ fn gc_removes_images_and_trees_not_reachable_from_roots() {
     assert_eq!(report.removed_images.len(), 2);
     assert!(store.list().unwrap().is_empty() && store.trees().unwrap().is_empty());
 }
+
+#[test]
+fn path_whitelist_drops_a_hard_link_whose_target_it_filters_out() {
+    let root = tempfile::tempdir().unwrap();
+    let store = Store::open(root.path()).unwrap();
+    insert(&store, &manifest_named("t/dep", &[], ""), |t| {
+        t.file("rootfs/target", b"data")
+            .hardlink("rootfs/link", "rootfs/target")
+            .file("rootfs/t2", b"two")
+            .hardlink("rootfs/l2", "rootfs/t2");
+    });
+    let top = insert(
+        &store,
+        &manifest_named(
+            "t/top",
+            &[],
+            &format!(
+                r#"{},"pathWhitelist":["/link","/t2","/l2"]"#,
+                deps(&["t/dep"])
+            ),
+        ),
+        |_| {},
+    );
+    let tree = store.render(&top, &mut StoreOnly).unwrap();
+    // `link` is listed but its target is not: there is nothing to link to, so it is dropped.
+    assert_eq!(names_in(&tree.path), vec!["l2", "t2"]);
+    let (a, b) = (
+        std::fs::metadata(tree.path.join("t2")).unwrap(),
+        std::fs::metadata(tree.path.join("l2")).unwrap(),
+    );
+    assert_eq!((a.ino(), a.nlink()), (b.ino(), 2));
+}
+
+#[test]
+fn path_whitelist_decides_before_symlinks_are_recorded() {
+    // `d -> sub` is filtered out, so `d/f` is not under a symlink: `d` is a plain directory.
+    let bytes = RawTar::aci()
+        .symlink("rootfs/d", "sub")
+        .file("rootfs/d/f", b"x")
+        .finish();
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("t");
+    let opts = aci::archive::UnpackOptions {
+        filter: aci::archive::PathFilter::default().with_whitelist(&["/d/f".to_string()]),
+        ..aci::archive::UnpackOptions::extract()
+    };
+    aci::archive::unpack(&bytes[..], &target, &opts).unwrap();
+    assert!(
+        std::fs::symlink_metadata(target.join("rootfs/d"))
+            .unwrap()
+            .is_dir()
+    );
+    assert_eq!(std::fs::read(target.join("rootfs/d/f")).unwrap(), b"x");
+}

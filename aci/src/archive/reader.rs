@@ -9,6 +9,7 @@ use super::compression::{self, Compression};
 use super::image_id::{FinishError, HashingReader, ImageId};
 use super::manifest_view::{self, ManifestView};
 use super::path::{self, Components, NameError, Place, SymlinkMap};
+use super::unpack::PathFilter;
 use super::{ArchiveError, Limits, MAX_TRAILING_BYTES};
 
 /// What a reader accepts. Device nodes are refused unless `allow_devices` is set, because a
@@ -35,7 +36,24 @@ pub struct AciSummary {
 
 /// Reads and validates a whole ACI from `r` without writing anything.
 pub fn read_aci<R: Read>(r: R, opts: &ReadOptions) -> Result<AciSummary, ArchiveError> {
-    walk(r, opts, &mut SymlinkMap::default(), &mut NoSink)
+    walk(
+        r,
+        opts,
+        &PathFilter::default(),
+        &mut SymlinkMap::default(),
+        &mut NoSink,
+    )
+}
+
+/// What an earlier rootfs entry was, for duplicate and hard link checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Seen {
+    /// Hard links may not target directories.
+    Dir,
+    /// A non-directory that is written.
+    Kept,
+    /// A non-directory the pathWhitelist filters out.
+    Dropped,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,9 +106,15 @@ const XATTR_PREFIX: &str = "SCHILY.xattr.";
 
 /// The single pass. `links` carries symlinks already present in the target (earlier layers when
 /// rendering) so chains through them are resolved too; it is updated with this archive's links.
+///
+/// `filter` (appc pathWhitelist) decides here, before any link is recorded, which
+/// non-directory entries reach the sink: a filtered-out entry is still checked (a hostile image
+/// is refused whatever the whitelist says) but is neither written nor remembered as a link.
+/// A hard link to a filtered-out file is dropped too, since there is nothing to link to.
 pub(crate) fn walk<R: Read>(
     r: R,
     opts: &ReadOptions,
+    filter: &PathFilter,
     links: &mut SymlinkMap,
     sink: &mut dyn Sink,
 ) -> Result<AciSummary, ArchiveError> {
@@ -99,8 +123,7 @@ pub(crate) fn walk<R: Read>(
     let mut hashing = HashingReader::new(stream, limits.max_tar_size);
     let mut manifest_json: Option<Vec<u8>> = None;
     let mut rootfs_seen = false;
-    // Value: true for directories, which hard links may not target.
-    let mut seen: HashMap<Components, bool> = HashMap::new();
+    let mut seen: HashMap<Components, Seen> = HashMap::new();
     let mut own_links: HashSet<Components> = HashSet::new();
     let mut count: u64 = 0;
     let mut total: u64 = 0;
@@ -212,6 +235,9 @@ pub(crate) fn walk<R: Read>(
                         return Err(ArchiveError::PathThroughSymlink { entry: name });
                     }
                     let kind = classify_type(&entry, entry_type, size, dev, &name)?;
+                    let mut kept = kind == EntryKind::Dir
+                        || filter.is_empty()
+                        || filter.allows(&path::rootfs_path(&comps));
                     match &kind {
                         EntryKind::File { size } => {
                             if *size > limits.max_entry_size {
@@ -237,14 +263,16 @@ pub(crate) fn walk<R: Read>(
                                 });
                             }
                         }
-                        EntryKind::Hardlink { target } => {
-                            if seen.get(target) != Some(&false) {
+                        EntryKind::Hardlink { target } => match seen.get(target) {
+                            Some(Seen::Kept) => {}
+                            Some(Seen::Dropped) => kept = false,
+                            _ => {
                                 return Err(ArchiveError::HardlinkEscape {
                                     entry: name,
                                     target: path::rootfs_path(target),
                                 });
                             }
-                        }
+                        },
                         EntryKind::Char { .. } | EntryKind::Block { .. } => {
                             if !opts.allow_devices {
                                 return Err(ArchiveError::DeviceNode { entry: name });
@@ -252,13 +280,23 @@ pub(crate) fn walk<R: Read>(
                         }
                         EntryKind::Dir | EntryKind::Fifo => {}
                     }
+                    seen.insert(
+                        comps.clone(),
+                        match (&kind, kept) {
+                            (EntryKind::Dir, _) => Seen::Dir,
+                            (_, true) => Seen::Kept,
+                            (_, false) => Seen::Dropped,
+                        },
+                    );
+                    if !kept {
+                        continue;
+                    }
                     if let EntryKind::Symlink { target } = &kind {
                         links.insert(comps.clone(), target.clone());
                         own_links.insert(comps.clone());
                     } else {
                         links.remove(&comps);
                     }
-                    seen.insert(comps.clone(), kind == EntryKind::Dir);
                     sink.entry(
                         &Entry {
                             name: &name,

@@ -14,7 +14,7 @@ use rustix::fs::{AtFlags, Dir, FileType, Mode, OFlags, Timespec, Timestamps, Xat
 use rustix::io::Errno;
 
 use super::ArchiveError;
-use super::path::{Components, SymlinkMap, rootfs_path};
+use super::path::{Components, SymlinkMap};
 use super::reader::{AciSummary, Entry, EntryKind, EntryMeta, ReadOptions, Sink, walk};
 
 /// What to lay out in the target directory.
@@ -38,7 +38,9 @@ pub enum Owners {
 }
 
 /// appc `pathWhitelist` filtering: a non-directory entry is kept only if every set (the image's
-/// own whitelist and those of the images that depend on it) lists its rootfs path.
+/// own whitelist and those of the images that depend on it) lists its rootfs path. A hard link
+/// whose target is filtered out is dropped as well (there is nothing to link to); a filtered-out
+/// symlink is not written, so entries below its path land in a plain directory.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PathFilter {
     sets: Vec<HashSet<String>>,
@@ -243,7 +245,7 @@ pub(crate) fn unpack_layer<R: Read>(
     layers: &mut Layers,
 ) -> Result<AciSummary, ArchiveError> {
     let mut sink = UnpackSink::new(root, opts, &mut layers.dirs, &mut layers.rootfs_meta);
-    let summary = walk(r, &opts.read, &mut layers.links, &mut sink)?;
+    let summary = walk(r, &opts.read, &opts.filter, &mut layers.links, &mut sink)?;
     // Only now, with every entry checked, may links exist on disk.
     sink.create_links()?;
     Ok(summary)
@@ -676,12 +678,6 @@ impl Sink for UnpackSink<'_> {
     }
 
     fn entry(&mut self, e: &Entry<'_>, data: &mut dyn Read) -> Result<(), ArchiveError> {
-        if *e.kind != EntryKind::Dir
-            && !self.opts.filter.is_empty()
-            && !self.opts.filter.allows(&rootfs_path(e.comps))
-        {
-            return Ok(());
-        }
         let Some((leaf, parent_comps)) = e.comps.split_last() else {
             return Ok(());
         };
