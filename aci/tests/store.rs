@@ -518,3 +518,72 @@ fn path_whitelist_decides_before_symlinks_are_recorded() {
     );
     assert_eq!(std::fs::read(target.join("rootfs/d/f")).unwrap(), b"x");
 }
+
+const NONROOT_ENV: &str = "ACI_STORE_NONROOT_CHILD";
+
+/// Not a test of its own: the body of the child process that
+/// `render_without_root_writes_into_a_read_only_dir_of_a_lower_layer` starts (with
+/// `--ignored`, as an unprivileged user), so a plain test run never counts it as a pass.
+#[test]
+#[ignore = "runs only as the child of render_without_root_writes_into_a_read_only_dir_of_a_lower_layer"]
+fn nonroot_child_renders_over_read_only_dir() {
+    let root = std::env::var(NONROOT_ENV).expect("started without ACI_STORE_NONROOT_CHILD");
+    assert!(
+        !rustix::process::geteuid().is_root(),
+        "the child must run without root, or permissions are not checked"
+    );
+    let store = Store::open(&root).unwrap();
+    insert(&store, &manifest_named("t/base", &[], ""), |t| {
+        t.entry("rootfs/ro/", b'5', "", b"", 0o555)
+            .file("rootfs/ro/lower", b"L");
+    });
+    let top = insert(
+        &store,
+        &manifest_named("t/top", &[], &deps(&["t/base"])),
+        |t| {
+            t.file("rootfs/ro/upper", b"U");
+        },
+    );
+    let tree = store.render(&top, &mut StoreOnly).unwrap();
+    assert_eq!(std::fs::read(tree.path.join("ro/upper")).unwrap(), b"U");
+    assert_eq!(std::fs::read(tree.path.join("ro/lower")).unwrap(), b"L");
+    let mode = std::fs::metadata(tree.path.join("ro")).unwrap().mode() & 0o7777;
+    assert_eq!(
+        mode, 0o555,
+        "the directory's own mode is applied at the end"
+    );
+}
+
+#[test]
+fn render_without_root_writes_into_a_read_only_dir_of_a_lower_layer() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    std::fs::create_dir(&root).unwrap();
+    let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
+    cmd.args([
+        "--ignored",
+        "--exact",
+        "nonroot_child_renders_over_read_only_dir",
+        "--test-threads=1",
+    ])
+    .env(NONROOT_ENV, &root);
+    if rustix::process::geteuid().is_root() {
+        // As root, permissions are not enforced: run the child as `nobody` on a store it owns.
+        use std::os::unix::process::CommandExt;
+        std::os::unix::fs::chown(dir.path(), Some(65534), Some(65534)).unwrap();
+        std::os::unix::fs::chown(&root, Some(65534), Some(65534)).unwrap();
+        cmd.uid(65534).gid(65534);
+    }
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("1 passed"),
+        "the child ran no test: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
