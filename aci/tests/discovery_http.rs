@@ -978,3 +978,59 @@ fn killed_fetch_into_store_leaves_nothing_and_a_second_fetch_succeeds() {
     let tree = got.stored.tree.expect("the second fetch unpacks the image");
     assert_eq!(std::fs::read(tree.path.join("big")).unwrap().len(), 2 << 20);
 }
+
+#[test]
+fn a_mirror_whose_signature_fails_is_skipped_for_the_next_one() {
+    let aci = make_gzip_aci();
+    let p = publish(aci.clone(), Some(aci.clone()));
+    let sig = p.key.sign(&aci, "test").unwrap().to_minisign();
+    let served = aci.clone();
+    let server = Server::start(move |url, _, _| match url {
+        "/broken/app.aci.minisig" => reply(500, "down"),
+        "/huge/app.aci.minisig" => reply(200, vec![b'x'; 128 << 10]),
+        "/good/app.aci.minisig" => reply(200, sig.clone()),
+        "/good/app.aci" => reply(200, served.clone()),
+        _ => reply(404, ""),
+    });
+    let endpoint = |dir: &str| discovery::Endpoint {
+        aci: format!("http://example.com/{dir}/app.aci"),
+        signature: format!("http://example.com/{dir}/app.aci.minisig"),
+        asc: format!("http://example.com/{dir}/app.aci.asc"),
+    };
+    let discovered = discovery::Discovered {
+        images: vec![endpoint("broken"), endpoint("huge"), endpoint("good")],
+        public_keys: Vec::new(),
+        page: "http://example.com/app?ac-discovery=1".into(),
+    };
+    let store = aci::store::Store::open(p.out.path().join("store")).unwrap();
+    let got = discovery::fetch_discovered_into_store(
+        &App::parse("example.com/app:1.0").unwrap(),
+        &discovered,
+        &client_for(&server, |_| {}),
+        &TrustStore::new(p.trust.path()),
+        &store,
+        &FetchOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(got.endpoint, endpoint("good"));
+    assert_eq!(store.list().unwrap().len(), 1);
+
+    // Every mirror failing is reported with the last failure, not as a bad image.
+    let discovered = discovery::Discovered {
+        images: vec![endpoint("huge"), endpoint("broken")],
+        ..discovered
+    };
+    let err = discovery::fetch_discovered_into_store(
+        &App::parse("example.com/app:1.0").unwrap(),
+        &discovered,
+        &client_for(&server, |_| {}),
+        &TrustStore::new(p.trust.path()),
+        &store,
+        &FetchOptions::default(),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(&err, FetchError::Download { last, .. } if last.status() == Some(500)),
+        "{err}"
+    );
+}

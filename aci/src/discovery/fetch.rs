@@ -74,12 +74,6 @@ pub enum FetchError {
         #[source]
         last: HttpError,
     },
-    #[error("fetching the signature of image {app}")]
-    Signature {
-        app: String,
-        #[source]
-        source: HttpError,
-    },
     #[error(transparent)]
     Trust(#[from] TrustError),
     #[error("image {app} from {url} is not a valid ACI")]
@@ -267,22 +261,17 @@ fn fetch_with<R: Receive>(
 ) -> Result<(R::Received, Got), FetchError> {
     let mut last = None;
     for endpoint in &discovered.images {
-        // Mirrors may be down: a transport or HTTP failure moves on to the next endpoint.
-        // A verification failure does not, because it means someone served a bad image.
+        // Mirrors may be down or misconfigured: any failure to get the signature or the body
+        // (transport, HTTP status, size limit, scheme) moves on to the next endpoint. A trust
+        // or verification failure does not, because it means someone served a bad image.
         let signature = match client.get_bytes(&endpoint.signature, opts.max_signature_size) {
             Ok((bytes, _)) => Some(bytes),
             // No signature published: the trust store decides (refused unless insecure).
             Err(e) if matches!(e.status(), Some(404 | 410)) => None,
-            Err(e @ HttpError::Transport { .. }) => {
-                log::warn!("image {app}: {e}");
+            Err(e) => {
+                log::warn!("image {app}: signature {}: {e}", endpoint.signature);
                 last = Some(e);
                 continue;
-            }
-            Err(source) => {
-                return Err(FetchError::Signature {
-                    app: app.to_string(),
-                    source,
-                });
             }
         };
         // Refuses unsigned and untrusted images before their bytes are downloaded.
