@@ -131,6 +131,21 @@ fn build(
     tmp.as_file()
         .sync_all()
         .with_context(|| format!("writing {}", output.display()))?;
+    // The writer copies what the tree holds; an image our own reader would refuse (a link
+    // leaving the rootfs, a device node, ...) must not be published.
+    let written =
+        File::open(tmp.path()).with_context(|| format!("reading back {}", tmp.path().display()))?;
+    archive::read_aci(
+        BufReader::with_capacity(1 << 20, written),
+        &ReadOptions::default(),
+    )
+    .with_context(|| {
+        format!(
+            "building an ACI from {}: the tree holds something an ACI may not (paths are \
+                 relative to {0}); fix the tree",
+            dir.display()
+        )
+    })?;
     // Temp files are created 0600; an image is meant to be published.
     std::fs::set_permissions(
         tmp.path(),

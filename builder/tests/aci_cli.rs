@@ -68,3 +68,27 @@ fn validate_names_the_file_and_the_field_of_an_invalid_manifest() {
     assert!(err.contains(bad.to_str().unwrap()), "{err}");
     assert!(err.contains("app.ports[1].port"), "{err}");
 }
+
+#[test]
+fn build_refuses_a_tree_our_reader_would_refuse() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("img");
+    std::fs::create_dir_all(src.join("rootfs")).unwrap();
+    std::fs::copy(example("image.json"), src.join("manifest")).unwrap();
+    std::os::unix::fs::symlink("../../../etc/passwd", src.join("rootfs/esc")).unwrap();
+    let out_file = dir.path().join("img.aci");
+    let out = builder(&[
+        "aci",
+        "build",
+        src.to_str().unwrap(),
+        "-o",
+        out_file.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success(), "built: {}", text(&out.stdout));
+    let err = text(&out.stderr);
+    assert!(err.contains("rootfs/esc"), "{err}");
+    assert!(err.contains(src.to_str().unwrap()), "{err}");
+    assert!(!out_file.exists(), "a refused image was published");
+    let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert_eq!(left.len(), 1, "temp files left behind: {left:?}");
+}
