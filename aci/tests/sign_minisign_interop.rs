@@ -74,6 +74,38 @@ fn write(path: &Path, text: &str) {
     std::fs::write(path, text).unwrap();
 }
 
+/// minisign signs `x.aci` with `k.key` (checked against `k.pub`, reading the password from
+/// `stdin` if given), and our code verifies the result with `key`.
+fn minisign_signs_x_aci(d: &Dir, key: &SecretKey, stdin: Option<&str>) {
+    // -p makes minisign check the secret key matches our public key file before signing.
+    ok(
+        &[
+            "-S",
+            "-s",
+            &d.s("k.key"),
+            "-p",
+            &d.s("k.pub"),
+            "-m",
+            &d.s("x.aci"),
+        ],
+        stdin,
+    );
+    let sig = Signature::from_minisign(&d.read("x.aci.minisig")).unwrap();
+    key.public_key().verify(&d.data(), &sig).unwrap();
+}
+
+/// minisign verifies `x.aci` against `k.pub`, with the signature in `sig` (default
+/// `x.aci.minisig`).
+fn minisign_verifies_x_aci(d: &Dir, sig: Option<&str>) {
+    let (pk, file) = (d.s("k.pub"), d.s("x.aci"));
+    let mut args = vec!["-V", "-p", &pk, "-m", &file];
+    let sig = sig.map(|s| d.s(s));
+    if let Some(sig) = &sig {
+        args.extend(["-x", sig.as_str()]);
+    }
+    ok(&args, None);
+}
+
 #[test]
 fn minisign_verifies_our_prehashed_and_legacy_signatures() {
     let d = Dir::new();
@@ -90,19 +122,8 @@ fn minisign_verifies_our_prehashed_and_legacy_signatures() {
         &d.p("x.legacy"),
         &key.sign_legacy(&data, "legacy").unwrap().to_minisign(),
     );
-    ok(&["-V", "-p", &d.s("k.pub"), "-m", &d.s("x.aci")], None);
-    ok(
-        &[
-            "-V",
-            "-p",
-            &d.s("k.pub"),
-            "-m",
-            &d.s("x.aci"),
-            "-x",
-            &d.s("x.legacy"),
-        ],
-        None,
-    );
+    minisign_verifies_x_aci(&d, None);
+    minisign_verifies_x_aci(&d, Some("x.legacy"));
     // And it refuses them for other bytes, so the checks above mean something.
     std::fs::write(d.p("x.aci"), b"other").unwrap();
     assert!(
@@ -174,21 +195,7 @@ fn minisign_signs_with_our_unencrypted_secret_key() {
     let key = SecretKey::generate().unwrap();
     write(&d.p("k.key"), &key.to_minisign_unencrypted());
     write(&d.p("k.pub"), &key.public_key().to_minisign());
-    // -p makes minisign check the secret key matches our public key file before signing.
-    ok(
-        &[
-            "-S",
-            "-s",
-            &d.s("k.key"),
-            "-p",
-            &d.s("k.pub"),
-            "-m",
-            &d.s("x.aci"),
-        ],
-        None,
-    );
-    let sig = Signature::from_minisign(&d.read("x.aci.minisig")).unwrap();
-    key.public_key().verify(&d.data(), &sig).unwrap();
+    minisign_signs_x_aci(&d, &key, None);
     // minisign derives the same public key file from our secret key.
     ok(&["-R", "-s", &d.s("k.key"), "-p", &d.s("r.pub")], None);
     assert_eq!(d.read("r.pub"), key.public_key().to_minisign());
@@ -205,20 +212,7 @@ fn minisign_decrypts_our_password_protected_secret_key() {
             .unwrap(),
     );
     write(&d.p("k.pub"), &key.public_key().to_minisign());
-    ok(
-        &[
-            "-S",
-            "-s",
-            &d.s("k.key"),
-            "-p",
-            &d.s("k.pub"),
-            "-m",
-            &d.s("x.aci"),
-        ],
-        Some("correct horse\n"),
-    );
-    let sig = Signature::from_minisign(&d.read("x.aci.minisig")).unwrap();
-    key.public_key().verify(&d.data(), &sig).unwrap();
+    minisign_signs_x_aci(&d, &key, Some("correct horse\n"));
     let wrong = run(
         &["-S", "-s", &d.s("k.key"), "-m", &d.s("x.aci")],
         Some("wrong\n"),

@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::checks::{Errors, check_http_url, check_rfc3339, field, index};
+use super::named_list::{check_unique, named_value_list};
 use super::types::AcIdentifier;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -19,6 +20,8 @@ pub struct Annotation {
 #[serde(transparent)]
 pub struct Annotations(pub Vec<Annotation>);
 
+named_value_list!(Annotations, Annotation);
+
 impl Annotations {
     pub const CREATED: &'static str = "created";
     pub const AUTHORS: &'static str = "authors";
@@ -26,44 +29,10 @@ impl Annotations {
     pub const DOCUMENTATION: &'static str = "documentation";
     pub const SUPPORTS_SYSTEMD_NOTIFY: &'static str = "appc.io/executor/supports-systemd-notify";
 
-    /// The value of the annotation called `name`.
-    pub fn get(&self, name: &str) -> Option<&str> {
-        self.0
-            .iter()
-            .find(|a| a.name == name)
-            .map(|a| a.value.as_str())
-    }
-
-    /// Sets `name` to `value`, replacing an existing annotation of that name in place.
-    pub fn set(&mut self, name: AcIdentifier, value: impl Into<String>) {
-        let value = value.into();
-        match self.0.iter_mut().find(|a| a.name == name) {
-            Some(a) => a.value = value,
-            None => self.0.push(Annotation { name, value }),
-        }
-    }
-
-    pub fn iter(&self) -> std::slice::Iter<'_, Annotation> {
-        self.0.iter()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
     pub(crate) fn check(&self, path: &str, errs: &mut Errors) {
         for (i, a) in self.0.iter().enumerate() {
             let at = index(path, i);
-            if self.0.iter().take(i).any(|b| b.name == a.name) {
-                errs.add(
-                    field(&at, "name"),
-                    format!("duplicate annotation {:?}", a.name.as_str()),
-                );
-            }
+            check_unique(&self.0, i, &at, "annotation", errs);
             let value_error = match a.name.as_str() {
                 Self::CREATED => check_rfc3339(&a.value).err(),
                 Self::HOMEPAGE | Self::DOCUMENTATION => check_http_url(&a.value).err(),
@@ -75,14 +44,6 @@ impl Annotations {
                 errs.add(field(&at, "value"), reason);
             }
         }
-    }
-}
-
-impl<'a> IntoIterator for &'a Annotations {
-    type Item = &'a Annotation;
-    type IntoIter = std::slice::Iter<'a, Annotation>;
-    fn into_iter(self) -> Self::IntoIter {
-        self.0.iter()
     }
 }
 

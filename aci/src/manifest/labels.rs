@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::checks::{Errors, field, index};
+use super::named_list::{check_unique, named_value_list};
 use super::types::AcIdentifier;
 
 /// The `os` label values and, for each, the `arch` values allowed with it. Note `aarch64`:
@@ -39,36 +40,9 @@ pub struct Label {
 #[serde(transparent)]
 pub struct Labels(pub Vec<Label>);
 
+named_value_list!(Labels, Label);
+
 impl Labels {
-    /// The value of the label called `name`.
-    pub fn get(&self, name: &str) -> Option<&str> {
-        self.0
-            .iter()
-            .find(|l| l.name == name)
-            .map(|l| l.value.as_str())
-    }
-
-    /// Sets `name` to `value`, replacing an existing label of that name in place.
-    pub fn set(&mut self, name: AcIdentifier, value: impl Into<String>) {
-        let value = value.into();
-        match self.0.iter_mut().find(|l| l.name == name) {
-            Some(l) => l.value = value,
-            None => self.0.push(Label { name, value }),
-        }
-    }
-
-    pub fn iter(&self) -> std::slice::Iter<'_, Label> {
-        self.0.iter()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
     /// `path` is the JSON path of the list itself, e.g. `labels` or `dependencies[0].labels`.
     pub(crate) fn check(&self, path: &str, errs: &mut Errors) {
         for (i, label) in self.0.iter().enumerate() {
@@ -79,12 +53,7 @@ impl Labels {
                     "a label may not be called \"name\" (the image name is its own field)",
                 );
             }
-            if self.0.iter().take(i).any(|l| l.name == label.name) {
-                errs.add(
-                    field(&at, "name"),
-                    format!("duplicate label {:?}", label.name.as_str()),
-                );
-            }
+            check_unique(&self.0, i, &at, "label", errs);
         }
         let os_at = self.0.iter().position(|l| l.name == "os");
         let Some((os_i, os)) = os_at.and_then(|i| Some((i, self.0.get(i)?.value.as_str()))) else {
@@ -116,14 +85,6 @@ impl Labels {
                 );
             }
         }
-    }
-}
-
-impl<'a> IntoIterator for &'a Labels {
-    type Item = &'a Label;
-    type IntoIter = std::slice::Iter<'a, Label>;
-    fn into_iter(self) -> Self::IntoIter {
-        self.0.iter()
     }
 }
 

@@ -34,6 +34,7 @@ mod checks;
 mod image;
 mod isolator;
 mod labels;
+mod named_list;
 mod pod;
 mod types;
 
