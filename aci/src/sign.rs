@@ -200,11 +200,12 @@ impl PublicKey {
         B64.encode(raw)
     }
 
-    /// The whole public key file, as minisign writes it.
+    /// The whole public key file, as minisign writes it (its comment prints the key id with
+    /// `%PRIX64`, without leading zeros, unlike the padded form [`KeyId`] displays).
     pub fn to_minisign(&self) -> String {
         format!(
-            "{UNTRUSTED_PREFIX}minisign public key {}\n{}\n",
-            self.id,
+            "{UNTRUSTED_PREFIX}minisign public key {:X}\n{}\n",
+            u64::from_le_bytes(self.id.0),
             self.to_base64()
         )
     }
@@ -704,6 +705,21 @@ pub fn default_trusted_comment(file_name: &str, unix_time: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn public_key_comment_prints_the_id_without_leading_zeros_like_minisign() {
+        let mut raw = B64
+            .decode(SecretKey::generate().unwrap().public_key().to_base64())
+            .unwrap();
+        raw[2..10].copy_from_slice(&0x0123_4567_89AB_CDEFu64.to_le_bytes());
+        let key = PublicKey::from_base64(&B64.encode(raw)).unwrap();
+        let text = key.to_minisign();
+        assert!(
+            text.starts_with("untrusted comment: minisign public key 123456789ABCDEF\n"),
+            "{text}"
+        );
+        assert_eq!(PublicKey::from_minisign(&text).unwrap(), key);
+    }
 
     fn key() -> SecretKey {
         SecretKey::generate().unwrap()
