@@ -23,6 +23,21 @@ fn tool(cmd: &str, package: &str) -> Command {
     Command::new(cmd)
 }
 
+/// Runs `builder build TOML -o OUT`; returns whether it succeeded and its stderr.
+fn build(toml: &Path, out: &Path) -> (bool, String) {
+    let run = builder()
+        .arg("build")
+        .arg(toml)
+        .arg("-o")
+        .arg(out)
+        .output()
+        .unwrap();
+    (
+        run.status.success(),
+        String::from_utf8_lossy(&run.stderr).into_owned(),
+    )
+}
+
 fn write_decl(dir: &Path, extra: &str) -> std::path::PathBuf {
     std::fs::write(dir.join("fake-bzImage"), b"not really a kernel").unwrap();
     let toml = dir.join("host.toml");
@@ -41,18 +56,8 @@ fn build_writes_kernel_initramfs_and_cmdline_that_standard_tools_read() {
     let dir = tempfile::tempdir().unwrap();
     let toml = write_decl(dir.path(), "");
     let out = dir.path().join("out");
-    let run = builder()
-        .arg("build")
-        .arg(&toml)
-        .arg("-o")
-        .arg(&out)
-        .output()
-        .unwrap();
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
+    let (ok, err) = build(&toml, &out);
+    assert!(ok, "{err}");
     let a = out.join("x86_64");
 
     // The prebuilt kernel is copied verbatim.
@@ -126,18 +131,8 @@ fn same_declaration_builds_identical_initramfs() {
     let mut images = Vec::new();
     for o in ["o1", "o2"] {
         let out = dir.path().join(o);
-        let run = builder()
-            .arg("build")
-            .arg(&toml)
-            .arg("-o")
-            .arg(&out)
-            .output()
-            .unwrap();
-        assert!(
-            run.status.success(),
-            "{}",
-            String::from_utf8_lossy(&run.stderr)
-        );
+        let (ok, err) = build(&toml, &out);
+        assert!(ok, "{err}");
         images.push(std::fs::read(out.join("x86_64/initramfs.cpio.zst")).unwrap());
     }
     assert_eq!(images[0], images[1]);
@@ -147,15 +142,8 @@ fn same_declaration_builds_identical_initramfs() {
 fn bad_declaration_is_refused_naming_file_and_field() {
     let dir = tempfile::tempdir().unwrap();
     let toml = write_decl(dir.path(), "[init]\non_fatal = \"explode\"\n");
-    let run = builder()
-        .arg("build")
-        .arg(&toml)
-        .arg("-o")
-        .arg(dir.path().join("o"))
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&run.stderr);
-    assert!(!run.status.success());
+    let (ok, err) = build(&toml, &dir.path().join("o"));
+    assert!(!ok);
     assert!(
         err.contains("host.toml") && err.contains("on_fatal"),
         "{err}"
@@ -171,15 +159,8 @@ fn missing_prebuilt_kernel_is_named() {
     let dir = tempfile::tempdir().unwrap();
     let toml = write_decl(dir.path(), "");
     std::fs::remove_file(dir.path().join("fake-bzImage")).unwrap();
-    let run = builder()
-        .arg("build")
-        .arg(&toml)
-        .arg("-o")
-        .arg(dir.path().join("o"))
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&run.stderr);
-    assert!(!run.status.success());
+    let (ok, err) = build(&toml, &dir.path().join("o"));
+    assert!(!ok);
     assert!(
         err.contains("prebuilt kernel") && err.contains("fake-bzImage"),
         "{err}"
