@@ -12,6 +12,7 @@ pub(crate) mod path;
 pub(crate) mod pipe;
 pub mod reader;
 pub mod unpack;
+pub mod verified;
 pub mod writer;
 
 use std::io;
@@ -20,6 +21,7 @@ pub use compression::Compression;
 pub use image_id::{ImageId, ImageIdError};
 pub use reader::{AciSummary, ReadOptions, read_aci};
 pub use unpack::{Layout, Owners, PathFilter, UnpackOptions, unpack};
+pub use verified::{StreamVerifier, VerifiedUnpack, VerifiedUnpackError, unpack_verified};
 pub use writer::{WriteOptions, write_aci};
 
 /// Bounds on what an archive may make us read or write, so a hostile image cannot fill the disk
@@ -129,6 +131,11 @@ pub enum ArchiveError {
         #[source]
         source: io::Error,
     },
+    #[error(
+        "the unpack target {path:?} is not empty (or has no parent to stage beside); a verified \
+         unpack needs a new or empty directory"
+    )]
+    TargetNotEmpty { path: std::path::PathBuf },
     #[error("moving the unpacked image into {path:?} failed")]
     PlaceTarget {
         path: std::path::PathBuf,

@@ -26,6 +26,8 @@ use blake2::digest::consts::U32;
 use blake2::{Blake2b, Blake2b512, Digest};
 use ed25519_dalek::{Signer as _, SigningKey, Verifier as _, VerifyingKey};
 
+use crate::archive::{AciSummary, StreamVerifier};
+
 /// The prefix of every untrusted comment line.
 const UNTRUSTED_PREFIX: &str = "untrusted comment: ";
 /// The prefix of the trusted comment line of a signature.
@@ -277,6 +279,55 @@ impl PublicKey {
         self.key
             .verify(&signed, &global)
             .map_err(|_| SignError::BadTrustedComment(self.id))
+    }
+}
+
+/// One public key's check of a local archive read once (see
+/// [`crate::archive::unpack_verified`]): the bytes are hashed as they stream. No trust store is
+/// involved; the caller chose the key.
+#[derive(Debug)]
+pub struct KeyVerifier {
+    public: PublicKey,
+    sig: Signature,
+    prehasher: Option<Prehasher>,
+}
+
+impl KeyVerifier {
+    pub fn new(public: PublicKey, sig: Signature) -> KeyVerifier {
+        let prehasher = (sig.algorithm == Algorithm::Prehashed).then(Prehasher::new);
+        KeyVerifier {
+            public,
+            sig,
+            prehasher,
+        }
+    }
+
+    fn decide(self, data: &mut dyn Read) -> Result<(), SignError> {
+        match self.prehasher {
+            Some(h) => self.public.verify_prehash(&h.finish(), &self.sig),
+            // A legacy (`Ed`) signature covers the bytes themselves and ed25519-dalek verifies
+            // a whole slice, so the file is read a second time here.
+            None => self.public.verify_reader(data, &self.sig),
+        }
+    }
+}
+
+impl StreamVerifier for KeyVerifier {
+    type Verified = ();
+    type Error = SignError;
+
+    fn update(&mut self, data: &[u8]) {
+        if let Some(h) = &mut self.prehasher {
+            h.update(data);
+        }
+    }
+
+    fn finish(self, _summary: &AciSummary, data: &mut dyn Read) -> Result<(), SignError> {
+        self.decide(data)
+    }
+
+    fn refused(self, data: &mut dyn Read) -> Option<SignError> {
+        self.decide(data).err()
     }
 }
 

@@ -17,7 +17,8 @@ use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use crate::sign::{Algorithm, KeyId, Prehash, PublicKey, SignError, Signature};
+use crate::archive::{AciSummary, StreamVerifier};
+use crate::sign::{Algorithm, KeyId, Prehash, Prehasher, PublicKey, SignError, Signature};
 
 const ROOT_DIR: &str = "root.d";
 const PREFIX_DIR: &str = "prefix.d";
@@ -357,13 +358,10 @@ impl TrustStore {
                 image: image.to_string(),
             });
         };
-        let malformed = |source| TrustError::MalformedSignature {
+        let sig = parse_signature(signature).map_err(|source| TrustError::MalformedSignature {
             image: image.to_string(),
             source,
-        };
-        let text = std::str::from_utf8(signature)
-            .map_err(|_| malformed(SignError::MalformedSignature("not UTF-8 text".into())))?;
-        let sig = Signature::from_minisign(text).map_err(malformed)?;
+        })?;
         let key = sig.key_id;
         let trusted = self.keys_for(image)?;
         let Some((scope, public)) = trusted.into_iter().find(|(_, k)| k.id() == key) else {
@@ -385,6 +383,100 @@ impl TrustStore {
             image: image.to_string(),
             check: Check::Signed(Box::new(SignedCheck { public, scope, sig })),
         })
+    }
+}
+
+fn parse_signature(bytes: &[u8]) -> Result<Signature, SignError> {
+    let text = std::str::from_utf8(bytes)
+        .map_err(|_| SignError::MalformedSignature("not UTF-8 text".into()))?;
+    Signature::from_minisign(text)
+}
+
+/// A trust check of a local archive read once (see [`crate::archive::unpack_verified`]): the
+/// bytes are hashed as they stream, and the image's name is given up front or taken from the
+/// archive's manifest once it has been read.
+#[derive(Debug)]
+pub struct TrustVerifier<'a> {
+    store: &'a TrustStore,
+    signature: Option<Vec<u8>>,
+    insecure: InsecureOptions,
+    /// Prepared before any byte is read when the name is given, so an unsigned or untrusted
+    /// image is refused up front, and a tampered one can be called so even when the archive
+    /// itself is refused too.
+    named: Option<PendingVerification>,
+    prehasher: Option<Prehasher>,
+}
+
+impl TrustStore {
+    /// Starts a one-pass check of an archive as image `image` (`None`: the name in its
+    /// manifest) against `signature` (the `.minisig` file's bytes, `None` when there is none).
+    pub fn stream_verifier(
+        &self,
+        image: Option<&str>,
+        signature: Option<Vec<u8>>,
+        insecure: InsecureOptions,
+    ) -> Result<TrustVerifier<'_>, TrustError> {
+        let named = image
+            .map(|name| self.prepare(name, signature.as_deref(), insecure))
+            .transpose()?;
+        let prehashed = match &named {
+            Some(pending) => pending.wants_prehash(),
+            // A malformed signature is reported once the name is known; hashing costs little.
+            None => signature.as_deref().is_some_and(|b| {
+                parse_signature(b).is_ok_and(|s| s.algorithm == Algorithm::Prehashed)
+            }),
+        };
+        Ok(TrustVerifier {
+            store: self,
+            signature,
+            insecure,
+            named,
+            prehasher: prehashed.then(Prehasher::new),
+        })
+    }
+}
+
+impl TrustVerifier<'_> {
+    fn decide(
+        pending: PendingVerification,
+        prehasher: Option<Prehasher>,
+        data: &mut dyn Read,
+    ) -> Result<Verified, TrustError> {
+        match prehasher {
+            Some(h) if pending.wants_prehash() => pending.finish_prehash(&h.finish()),
+            // A legacy (`Ed`) signature covers the bytes themselves and ed25519-dalek verifies
+            // a whole slice, so the file is read a second time here.
+            _ => pending.finish_reader(data),
+        }
+    }
+}
+
+impl StreamVerifier for TrustVerifier<'_> {
+    type Verified = Verified;
+    type Error = TrustError;
+
+    fn update(&mut self, data: &[u8]) {
+        if let Some(h) = &mut self.prehasher {
+            h.update(data);
+        }
+    }
+
+    fn finish(self, summary: &AciSummary, data: &mut dyn Read) -> Result<Verified, TrustError> {
+        let pending = match self.named {
+            Some(pending) => pending,
+            None => self.store.prepare(
+                &summary.manifest.name,
+                self.signature.as_deref(),
+                self.insecure,
+            )?,
+        };
+        Self::decide(pending, self.prehasher, data)
+    }
+
+    fn refused(self, data: &mut dyn Read) -> Option<TrustError> {
+        // Without a given name there is no key to judge by: the manifest never arrived.
+        let pending = self.named?;
+        Self::decide(pending, self.prehasher, data).err()
     }
 }
 

@@ -1,4 +1,5 @@
-//! `builder aci build|validate|inspect|extract`: authoring and checking App Container images.
+//! `builder aci build|validate|inspect|extract`: authoring and checking App Container images
+//! (a verified extract's signature handling lives with the other signature commands).
 
 use std::fs::{self, File};
 use std::io::{BufReader, BufWriter, Read, Write};
@@ -8,6 +9,8 @@ use aci::archive::{self, Compression, Layout, ReadOptions, UnpackOptions, WriteO
 use aci::manifest::{self, ManifestKind};
 use anyhow::{Context, bail};
 use clap::{Subcommand, ValueEnum};
+
+use crate::sign_cmd;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum CompressionArg {
@@ -66,7 +69,8 @@ pub enum ArchiveCommand {
     },
     /// Unpack an ACI safely into a new directory (`DIR/manifest` and `DIR/rootfs/`).
     #[command(
-        after_help = "Example:\n  builder aci extract hello.aci ./hello-tree\n  builder aci extract hello.aci ./rootfs --rootfs-only\n\nLike `rkt image extract`. Absolute paths, `..`, links leaving the rootfs, duplicate entries\nand device nodes (unless --allow-devices) are refused; nothing is written outside DIR."
+        after_help = "Example:\n  builder aci extract hello.aci ./hello-tree\n  builder aci extract hello.aci ./rootfs --rootfs-only\n  builder aci extract hello.aci ./hello-tree --trust /etc/aci/trust\n\nLike `rkt image extract`. Absolute paths, `..`, links leaving the rootfs, duplicate entries\nand device nodes (unless --allow-devices) are refused; nothing is written outside DIR.\n\nWith --trust or --key the signature (FILE.minisig) is checked in the same read of FILE\nthat unpacks it, and DIR appears only if the signature verifies.",
+        group(clap::ArgGroup::new("verify").args(["trust", "key"]))
     )]
     Extract {
         /// The ACI.
@@ -79,6 +83,19 @@ pub enum ArchiveCommand {
         /// Create device nodes found in the image.
         #[arg(long)]
         allow_devices: bool,
+        /// Verify the signature with this trust directory (see `builder aci trust`): the key
+        /// must be trusted for the image's name.
+        #[arg(long)]
+        trust: Option<PathBuf>,
+        /// Verify the signature with this one public key instead of a trust directory.
+        #[arg(long)]
+        key: Option<PathBuf>,
+        /// With --trust: the image name to check trust for (default: the name in the manifest).
+        #[arg(long, requires = "trust", conflicts_with = "key")]
+        name: Option<String>,
+        /// With --trust or --key: the signature file (default: FILE.minisig).
+        #[arg(long, requires = "verify")]
+        signature: Option<PathBuf>,
     },
 }
 
@@ -98,7 +115,25 @@ pub fn run(cmd: ArchiveCommand) -> anyhow::Result<()> {
             dir,
             rootfs_only,
             allow_devices,
-        } => extract(&file, &dir, rootfs_only, allow_devices),
+            trust,
+            key,
+            name,
+            signature,
+        } => {
+            let authority = match (trust, key) {
+                (Some(dir), _) => Some(sign_cmd::Authority::Trust { dir, name }),
+                (None, Some(key)) => Some(sign_cmd::Authority::Key(key)),
+                (None, None) => None,
+            };
+            extract(
+                &file,
+                &dir,
+                rootfs_only,
+                allow_devices,
+                authority,
+                signature,
+            )
+        }
     }
 }
 
@@ -239,7 +274,14 @@ fn inspect(file: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn extract(file: &Path, dir: &Path, rootfs_only: bool, allow_devices: bool) -> anyhow::Result<()> {
+fn extract(
+    file: &Path,
+    dir: &Path,
+    rootfs_only: bool,
+    allow_devices: bool,
+    authority: Option<sign_cmd::Authority>,
+    signature: Option<PathBuf>,
+) -> anyhow::Result<()> {
     if let Ok(mut entries) = fs::read_dir(dir)
         && entries.next().is_some()
     {
@@ -256,6 +298,9 @@ fn extract(file: &Path, dir: &Path, rootfs_only: bool, allow_devices: bool) -> a
     } else {
         Layout::Image
     };
+    if let Some(authority) = authority {
+        return sign_cmd::extract_verified(file, dir, &opts, authority, signature);
+    }
     let summary = archive::unpack(open(file)?, dir, &opts)
         .with_context(|| format!("extracting {} into {}", file.display(), dir.display()))?;
     println!(

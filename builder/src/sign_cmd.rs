@@ -1,13 +1,15 @@
-//! `builder key generate`, `builder aci sign|verify|trust|discover|fetch`: keys, signatures,
-//! trust, discovery and verified fetching of App Container images.
+//! `builder key generate`, `builder aci sign|verify|trust|discover|fetch` and the signature half
+//! of `builder aci extract --trust|--key`: keys, signatures, trust, discovery and verified
+//! fetching and extracting of App Container images.
 
 use std::fs;
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use aci::archive::{self, UnpackOptions};
 use aci::discovery::{self, App, FetchOptions, HttpClient, HttpOptions};
-use aci::sign::{KdfLimits, PublicKey, SecretKey, Signature, default_trusted_comment};
+use aci::sign::{KdfLimits, KeyVerifier, PublicKey, SecretKey, Signature, default_trusted_comment};
 use aci::store::Store;
 use aci::trust::{InsecureOptions, TrustScope, TrustStore, Verified};
 use anyhow::{Context, bail};
@@ -55,7 +57,7 @@ pub enum SignCommand {
         #[arg(long)]
         trust: Option<PathBuf>,
         /// Image name to check trust for (default: the name in the ACI's manifest).
-        #[arg(long, requires = "trust")]
+        #[arg(long, requires = "trust", conflicts_with = "key")]
         name: Option<String>,
         /// Signature file (default: <ACI>.minisig).
         #[arg(long)]
@@ -396,6 +398,98 @@ fn verify(
             aci.display()
         );
         println!("trusted comment: {trusted_comment}");
+    }
+    Ok(())
+}
+
+/// What a verified extract checks the signature against.
+pub(crate) enum Authority {
+    /// A trust directory, for the given name or the manifest's.
+    Trust { dir: PathBuf, name: Option<String> },
+    /// One public key file.
+    Key(PathBuf),
+}
+
+/// `builder aci extract FILE DIR --trust T|--key K`: one read of FILE feeds both the
+/// signature's hash and the unpacker; DIR appears only if both pass.
+pub(crate) fn extract_verified(
+    file: &Path,
+    dir: &Path,
+    opts: &UnpackOptions,
+    authority: Authority,
+    signature: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    let sig_path = signature.unwrap_or_else(|| with_suffix(file, ".minisig"));
+    let sig_bytes = match fs::read(&sig_path) {
+        Ok(b) => Some(b),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e).with_context(|| format!("reading {}", sig_path.display())),
+    };
+    let parsed = sig_bytes
+        .as_deref()
+        .and_then(|b| std::str::from_utf8(b).ok())
+        .and_then(|t| Signature::from_minisign(t).ok());
+    let signed = match (&sig_bytes, &parsed) {
+        (None, _) => format!("no signature at {}", sig_path.display()),
+        (Some(_), Some(sig)) => format!("signature {} by key {}", sig_path.display(), sig.key_id),
+        (Some(_), None) => format!("signature {}", sig_path.display()),
+    };
+    let against = match &authority {
+        Authority::Trust { dir, .. } => format!("trust directory {}", dir.display()),
+        Authority::Key(key) => format!("key file {}", key.display()),
+    };
+    let context = || {
+        format!(
+            "verified extract of {} into {} ({signed}, checked against {against}) refused; {} \
+             was left as it was",
+            file.display(),
+            dir.display(),
+            dir.display()
+        )
+    };
+    let aci = fs::File::open(file).with_context(|| format!("opening {}", file.display()))?;
+    match authority {
+        Authority::Trust { dir: trust, name } => {
+            let store = TrustStore::new(trust);
+            let verifier = store
+                .stream_verifier(name.as_deref(), sig_bytes, InsecureOptions::default())
+                .with_context(context)?;
+            let done = archive::unpack_verified(aci, dir, opts, verifier).with_context(context)?;
+            let name = name.unwrap_or(done.summary.manifest.name);
+            match done.verified {
+                Verified::Signed { key, scope, .. } => println!(
+                    "{}: extracted {} ({name}) into {}; signed by {key}, trusted for {scope}",
+                    file.display(),
+                    done.summary.id,
+                    dir.display()
+                ),
+                Verified::UnsignedAllowed => println!(
+                    "{}: extracted {} ({name}) into {}; UNSIGNED",
+                    file.display(),
+                    done.summary.id,
+                    dir.display()
+                ),
+            }
+        }
+        Authority::Key(key) => {
+            let public = PublicKey::from_minisign(&read_text(&key)?)
+                .with_context(|| format!("reading {}", key.display()))?;
+            let id = public.id();
+            let Some(sig_bytes) = sig_bytes else {
+                bail!("{}: the image is not signed", context());
+            };
+            let sig = Signature::from_minisign(&String::from_utf8_lossy(&sig_bytes))
+                .with_context(|| format!("reading {}", sig_path.display()))
+                .with_context(context)?;
+            let done = archive::unpack_verified(aci, dir, opts, KeyVerifier::new(public, sig))
+                .with_context(context)?;
+            println!(
+                "{}: extracted {} into {}; signature by {id} verified",
+                file.display(),
+                done.summary.id,
+                dir.display()
+            );
+        }
     }
     Ok(())
 }

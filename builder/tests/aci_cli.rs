@@ -92,3 +92,255 @@ fn build_refuses_a_tree_our_reader_would_refuse() {
     let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
     assert_eq!(left.len(), 1, "temp files left behind: {left:?}");
 }
+
+/// A signed gzip image `example.com/hello` in a temp dir, with a trust directory that trusts
+/// its key for `example.com` and a second key that nobody trusts.
+struct Signed {
+    dir: tempfile::TempDir,
+    aci: PathBuf,
+    trust: PathBuf,
+    key_id: String,
+}
+
+impl Signed {
+    fn new(legacy: bool) -> Signed {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("img");
+        std::fs::create_dir_all(src.join("rootfs/etc")).unwrap();
+        std::fs::write(
+            src.join("manifest"),
+            r#"{"acKind":"ImageManifest","acVersion":"0.8.11","name":"example.com/hello"}"#,
+        )
+        .unwrap();
+        // Enough varied bytes that a byte in the middle lies inside the deflate stream.
+        let mut x: u32 = 1;
+        let data: Vec<u8> = (0..200_000)
+            .map(|_| {
+                x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+                (x >> 16) as u8
+            })
+            .collect();
+        std::fs::write(src.join("rootfs/etc/data"), data).unwrap();
+        let aci = dir.path().join("hello.aci");
+        let p = |p: &Path| p.to_str().unwrap().to_string();
+        let run = |args: &[&str]| {
+            let out = builder(args);
+            assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+            text(&out.stdout)
+        };
+        run(&[
+            "aci",
+            "build",
+            &p(&src),
+            "-o",
+            &p(&aci),
+            "--compression",
+            "gzip",
+        ]);
+        let key = dir.path().join("release");
+        let generated = run(&["key", "generate", "-o", &p(&key)]);
+        let key_id = generated
+            .lines()
+            .find_map(|l| l.strip_prefix("key id: "))
+            .unwrap()
+            .to_string();
+        run(&["key", "generate", "-o", &p(&dir.path().join("other"))]);
+        let mut sign = vec!["aci", "sign", aci.to_str().unwrap(), "--key"];
+        let secret = p(&dir.path().join("release.key"));
+        sign.push(&secret);
+        if legacy {
+            sign.push("--legacy");
+        }
+        run(&sign);
+        let trust = dir.path().join("trust");
+        let public = p(&dir.path().join("release.pub"));
+        run(&[
+            "aci",
+            "trust",
+            "--trust",
+            &p(&trust),
+            "--prefix",
+            "example.com",
+            &public,
+        ]);
+        Signed {
+            dir,
+            aci,
+            trust,
+            key_id,
+        }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// `builder aci extract ACI OUT --trust TRUST EXTRA...`; returns the output and OUT.
+    fn extract(&self, aci: &Path, extra: &[&str]) -> (Output, PathBuf) {
+        let out_dir = self.path("out");
+        let mut args = vec![
+            "aci",
+            "extract",
+            aci.to_str().unwrap(),
+            out_dir.to_str().unwrap(),
+            "--trust",
+            self.trust.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        (builder(&args), out_dir)
+    }
+
+    /// A copy of the image (and its signature) with byte `at` flipped.
+    fn tampered(&self, at: usize) -> PathBuf {
+        let mut bytes = std::fs::read(&self.aci).unwrap();
+        let at = at.min(bytes.len() - 1);
+        bytes[at] ^= 0x01;
+        let bad = self.path("tampered.aci");
+        std::fs::write(&bad, bytes).unwrap();
+        std::fs::copy(sig_of(&self.aci), sig_of(&bad)).unwrap();
+        bad
+    }
+
+    /// Nothing at OUT and no hidden staging directory beside it.
+    fn assert_nothing_left(&self, out_dir: &Path) {
+        assert!(!out_dir.exists(), "{} was created", out_dir.display());
+        let staged: Vec<_> = std::fs::read_dir(self.dir.path())
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().starts_with(".out."))
+            .collect();
+        assert!(staged.is_empty(), "staging left behind: {staged:?}");
+    }
+}
+
+fn sig_of(aci: &Path) -> PathBuf {
+    let mut s = aci.as_os_str().to_owned();
+    s.push(".minisig");
+    PathBuf::from(s)
+}
+
+#[test]
+fn verified_extract_places_the_tree_when_a_trusted_key_signed_it() {
+    let s = Signed::new(false);
+    let (out, dir) = s.extract(&s.aci, &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let said = text(&out.stdout);
+    assert!(
+        said.contains(&s.key_id) && said.contains("example.com"),
+        "{said}"
+    );
+    assert_eq!(
+        std::fs::read(dir.join("rootfs/etc/data")).unwrap().len(),
+        200_000
+    );
+    assert!(dir.join("manifest").is_file());
+}
+
+#[test]
+fn verified_extract_accepts_a_legacy_signature_by_reading_the_file_again() {
+    let s = Signed::new(true);
+    let (out, dir) = s.extract(&s.aci, &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(dir.join("rootfs/etc/data").is_file());
+    std::fs::remove_dir_all(&dir).unwrap();
+    let bad = s.tampered(4);
+    let (out, dir) = s.extract(&bad, &[]);
+    assert!(!out.status.success(), "accepted: {}", text(&out.stdout));
+    s.assert_nothing_left(&dir);
+}
+
+#[test]
+fn verified_extract_with_one_key_needs_that_key() {
+    let s = Signed::new(false);
+    let dir = s.path("out");
+    let args = |key: &str| {
+        builder(&[
+            "aci",
+            "extract",
+            s.aci.to_str().unwrap(),
+            dir.to_str().unwrap(),
+            "--key",
+            s.path(key).to_str().unwrap(),
+        ])
+    };
+    let out = args("other.pub");
+    assert!(!out.status.success(), "accepted: {}", text(&out.stdout));
+    assert!(
+        text(&out.stderr).contains(&s.key_id),
+        "{}",
+        text(&out.stderr)
+    );
+    s.assert_nothing_left(&dir);
+    let out = args("release.pub");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(dir.join("rootfs/etc/data").is_file());
+}
+
+#[test]
+fn verified_extract_refuses_a_tampered_byte_and_leaves_no_directory() {
+    let s = Signed::new(false);
+    // In the gzip header (the archive still reads): only the signature can tell.
+    let bad = s.tampered(4);
+    let (out, dir) = s.extract(&bad, &[]);
+    assert!(!out.status.success(), "accepted: {}", text(&out.stdout));
+    let err = text(&out.stderr);
+    assert!(err.contains(bad.to_str().unwrap()), "{err}");
+    assert!(
+        err.contains(&s.key_id) && err.contains("does not match"),
+        "{err}"
+    );
+    s.assert_nothing_left(&dir);
+    // In the middle of the deflate stream: the archive is refused too, and with the name
+    // given the signature's verdict is the one reported.
+    let len = std::fs::metadata(&s.aci).unwrap().len() as usize;
+    let bad = s.tampered(len / 2);
+    let (out, dir) = s.extract(&bad, &[]);
+    assert!(!out.status.success(), "accepted: {}", text(&out.stdout));
+    s.assert_nothing_left(&dir);
+    let (out, dir) = s.extract(&bad, &["--name", "example.com/hello"]);
+    assert!(!out.status.success(), "accepted: {}", text(&out.stdout));
+    let err = text(&out.stderr);
+    assert!(err.contains("tampered") && err.contains(&s.key_id), "{err}");
+    s.assert_nothing_left(&dir);
+}
+
+#[test]
+fn verified_extract_refuses_an_untrusted_key_and_leaves_no_directory() {
+    let s = Signed::new(false);
+    let other = s.path("other.key");
+    let resign = builder(&[
+        "aci",
+        "sign",
+        s.aci.to_str().unwrap(),
+        "--key",
+        other.to_str().unwrap(),
+    ]);
+    assert!(resign.status.success(), "{}", text(&resign.stderr));
+    let (out, dir) = s.extract(&s.aci, &[]);
+    assert!(!out.status.success(), "accepted: {}", text(&out.stdout));
+    let err = text(&out.stderr);
+    assert!(err.contains(s.aci.to_str().unwrap()), "{err}");
+    assert!(err.contains("not in the trust store"), "{err}");
+    s.assert_nothing_left(&dir);
+    // A key trusted only for another prefix is no better.
+    let t = Signed::new(false);
+    let (out, dir) = t.extract(&t.aci, &["--name", "example.org/hello"]);
+    assert!(!out.status.success(), "accepted: {}", text(&out.stdout));
+    let err = text(&out.stderr);
+    assert!(err.contains("trusted only for example.com"), "{err}");
+    t.assert_nothing_left(&dir);
+}
+
+#[test]
+fn verified_extract_refuses_an_unsigned_image_and_leaves_no_directory() {
+    let s = Signed::new(false);
+    std::fs::remove_file(sig_of(&s.aci)).unwrap();
+    let (out, dir) = s.extract(&s.aci, &[]);
+    assert!(!out.status.success(), "accepted: {}", text(&out.stdout));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("not signed") && err.contains(".minisig"),
+        "{err}"
+    );
+    s.assert_nothing_left(&dir);
+}

@@ -113,8 +113,8 @@ pub fn unpack<R: Read>(
 
 /// A sibling temp directory an image is unpacked into before it is renamed onto the target;
 /// removed on drop unless placed.
-struct Stage {
-    path: PathBuf,
+pub(crate) struct Stage {
+    pub(crate) path: PathBuf,
 }
 
 static STAGE_COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -122,7 +122,7 @@ static STAGE_COUNTER: AtomicU64 = AtomicU64::new(0);
 impl Stage {
     /// None when `target` already holds something (unpack in place) or has no parent to stage
     /// beside.
-    fn new(target: &Path) -> Result<Option<Stage>, ArchiveError> {
+    pub(crate) fn new(target: &Path) -> Result<Option<Stage>, ArchiveError> {
         let open_err = |source: io::Error| ArchiveError::OpenTarget {
             path: target.to_path_buf(),
             source,
@@ -159,7 +159,7 @@ impl Stage {
     }
 
     /// Renames the finished tree onto `target` (replacing it when it is an empty directory).
-    fn place(self, target: &Path) -> Result<(), ArchiveError> {
+    pub(crate) fn place(self, target: &Path) -> Result<(), ArchiveError> {
         std::fs::rename(&self.path, target).map_err(|source| ArchiveError::PlaceTarget {
             path: target.to_path_buf(),
             source,
@@ -175,7 +175,7 @@ impl Drop for Stage {
     }
 }
 
-fn unpack_in_place<R: Read>(
+pub(crate) fn unpack_in_place<R: Read>(
     r: R,
     target: &Path,
     opts: &UnpackOptions,

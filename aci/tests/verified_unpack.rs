@@ -1,0 +1,204 @@
+//! `unpack_verified`: one read feeds the signature check and the unpacker, and the tree reaches
+//! its target only when both accept; otherwise the target is as it was and nothing is left
+//! beside it.
+
+mod common;
+
+use std::io::Cursor;
+
+use aci::archive::{self, ArchiveError, UnpackOptions, VerifiedUnpackError};
+use aci::sign::{KeyVerifier, SecretKey};
+use aci::trust::{InsecureOptions, TrustError, TrustScope, TrustStore, Verified};
+use common::{RawTar, assert_nothing_outside, sandbox};
+
+fn image() -> Vec<u8> {
+    let mut t = RawTar::aci();
+    t.dir("rootfs/etc/").file("rootfs/etc/hello", b"hello\n");
+    t.finish()
+}
+
+/// A trust directory outside the sandbox that trusts a new key for every image.
+fn trusted() -> (tempfile::TempDir, TrustStore, SecretKey) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = TrustStore::new(dir.path().join("trust"));
+    let key = SecretKey::generate().unwrap();
+    store.add(&TrustScope::Root, &key.public_key()).unwrap();
+    (dir, store, key)
+}
+
+fn minisig(key: &SecretKey, data: &[u8], legacy: bool) -> Vec<u8> {
+    let sig = if legacy {
+        key.sign_legacy(data, "t").unwrap()
+    } else {
+        key.sign(data, "t").unwrap()
+    };
+    sig.to_minisign().into_bytes()
+}
+
+#[test]
+fn places_the_tree_once_the_trust_store_accepts_the_signature() {
+    let (_t, store, key) = trusted();
+    let (sb, target) = sandbox();
+    for legacy in [false, true] {
+        let aci = image();
+        let sig = minisig(&key, &aci, legacy);
+        let verifier = store
+            .stream_verifier(None, Some(sig), InsecureOptions::default())
+            .unwrap();
+        let done = archive::unpack_verified(
+            Cursor::new(aci),
+            &target,
+            &UnpackOptions::extract(),
+            verifier,
+        )
+        .unwrap();
+        assert_eq!(done.summary.manifest.name, "example.com/test");
+        assert!(matches!(done.verified, Verified::Signed { key: k, .. } if k == key.id()));
+        assert_eq!(
+            std::fs::read(target.join("rootfs/etc/hello")).unwrap(),
+            b"hello\n"
+        );
+        assert_nothing_outside(sb.path());
+        std::fs::remove_dir_all(&target).unwrap();
+    }
+}
+
+#[test]
+fn a_bad_signature_leaves_an_empty_target_empty() {
+    let (_t, store, key) = trusted();
+    let (sb, target) = sandbox();
+    std::fs::create_dir(&target).unwrap();
+    for legacy in [false, true] {
+        let aci = image();
+        let sig = minisig(&key, b"other bytes", legacy);
+        let verifier = store
+            .stream_verifier(None, Some(sig), InsecureOptions::default())
+            .unwrap();
+        let err = archive::unpack_verified(
+            Cursor::new(aci),
+            &target,
+            &UnpackOptions::extract(),
+            verifier,
+        )
+        .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                VerifiedUnpackError::Verify(TrustError::BadSignature { .. })
+            ),
+            "{err:?}"
+        );
+        assert_eq!(common::tree(&target), Vec::<String>::new());
+        assert_nothing_outside(sb.path());
+    }
+}
+
+#[test]
+fn a_signed_hostile_archive_is_still_refused() {
+    let (_t, store, key) = trusted();
+    let (sb, target) = sandbox();
+    let mut t = RawTar::aci();
+    t.symlink("rootfs/esc", "../../decoy");
+    let aci = t.finish();
+    let sig = minisig(&key, &aci, false);
+    let verifier = store
+        .stream_verifier(
+            Some("example.com/test"),
+            Some(sig),
+            InsecureOptions::default(),
+        )
+        .unwrap();
+    let err = archive::unpack_verified(
+        Cursor::new(aci),
+        &target,
+        &UnpackOptions::extract(),
+        verifier,
+    )
+    .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            VerifiedUnpackError::Archive(ArchiveError::SymlinkEscape { .. })
+        ),
+        "{err:?}"
+    );
+    assert!(!target.exists());
+    assert_nothing_outside(sb.path());
+}
+
+#[test]
+fn with_the_name_given_an_untrusted_image_is_refused_before_it_is_read() {
+    let (_t, store, _key) = trusted();
+    let stranger = SecretKey::generate().unwrap();
+    let sig = minisig(&stranger, &image(), false);
+    let err = store
+        .stream_verifier(
+            Some("example.com/test"),
+            Some(sig),
+            InsecureOptions::default(),
+        )
+        .unwrap_err();
+    assert!(matches!(err, TrustError::UntrustedKey { key, .. } if key == stranger.id()));
+    let err = store
+        .stream_verifier(Some("example.com/test"), None, InsecureOptions::default())
+        .unwrap_err();
+    assert!(matches!(err, TrustError::Unsigned { .. }));
+}
+
+#[test]
+fn one_key_check_refuses_a_changed_byte() {
+    let key = SecretKey::generate().unwrap();
+    let (sb, target) = sandbox();
+    let aci = image();
+    let sig = key.sign(&aci, "t").unwrap();
+    let mut bad = aci.clone();
+    // Inside the file's data, so the archive itself still reads.
+    let at = bad.windows(6).position(|w| w == b"hello\n").unwrap();
+    bad[at] = b'j';
+    let err = archive::unpack_verified(
+        Cursor::new(bad),
+        &target,
+        &UnpackOptions::extract(),
+        KeyVerifier::new(key.public_key(), sig.clone()),
+    )
+    .unwrap_err();
+    assert!(matches!(err, VerifiedUnpackError::Verify(_)), "{err:?}");
+    assert!(!target.exists());
+    assert_nothing_outside(sb.path());
+    archive::unpack_verified(
+        Cursor::new(aci),
+        &target,
+        &UnpackOptions::extract(),
+        KeyVerifier::new(key.public_key(), sig),
+    )
+    .unwrap();
+    assert!(target.join("rootfs/etc/hello").is_file());
+}
+
+#[test]
+fn refuses_a_target_that_is_not_empty() {
+    let (_t, store, key) = trusted();
+    let (_sb, target) = sandbox();
+    std::fs::create_dir(&target).unwrap();
+    std::fs::write(target.join("keep"), b"x").unwrap();
+    let aci = image();
+    let sig = minisig(&key, &aci, false);
+    let verifier = store
+        .stream_verifier(None, Some(sig), InsecureOptions::default())
+        .unwrap();
+    let err = archive::unpack_verified(
+        Cursor::new(aci),
+        &target,
+        &UnpackOptions::extract(),
+        verifier,
+    )
+    .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            VerifiedUnpackError::Archive(ArchiveError::TargetNotEmpty { .. })
+        ),
+        "{err:?}"
+    );
+    assert_eq!(common::tree(&target), ["keep"]);
+}
