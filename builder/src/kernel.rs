@@ -96,8 +96,8 @@ fn first_line_of(program: &str, arg: &str) -> String {
         .unwrap_or_else(|| format!("{program}: unknown"))
 }
 
-/// The requests of every fragment, and each fragment's raw bytes (for the cache key).
-type Fragments = (Vec<config::Request>, Vec<(PathBuf, Vec<u8>)>);
+/// The requests of every fragment, and each fragment's text (for the cache key).
+type Fragments = (Vec<config::Request>, Vec<String>);
 
 /// Reads every fragment in merge order: common, arch, then extras.
 fn read_fragments(req: &KernelRequest) -> Result<Fragments> {
@@ -109,9 +109,10 @@ fn read_fragments(req: &KernelRequest) -> Result<Fragments> {
     let mut requests = Vec::new();
     let mut contents = Vec::new();
     for (path, commented) in files {
-        requests.extend(config::read_fragment(&path, commented)?);
-        let bytes = fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
-        contents.push((path, bytes));
+        let text = fs::read_to_string(&path)
+            .with_context(|| format!("reading kernel config fragment {}", path.display()))?;
+        requests.extend(config::parse_fragment(&text, &path, commented)?);
+        contents.push(text);
     }
     Ok((requests, contents))
 }
@@ -128,11 +129,10 @@ pub fn build(req: &KernelRequest) -> Result<BuiltKernel> {
     h.update(RECIPE_VERSION);
     h.update(req.arch.as_str());
     h.update(&src.sha256);
-    for (path, bytes) in &contents {
-        // File names matter only through their role (order); contents decide the key.
-        h.update((bytes.len() as u64).to_le_bytes());
-        h.update(bytes);
-        let _ = path;
+    // File names matter only through their role (order); contents decide the key.
+    for text in &contents {
+        h.update((text.len() as u64).to_le_bytes());
+        h.update(text);
     }
     h.update(first_line_of(compiler(req.arch), "--version"));
     h.update(first_line_of("make", "--version"));

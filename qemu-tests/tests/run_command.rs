@@ -2,59 +2,46 @@
 //! with the console on stdout, and `--powerdown-after` presses the power button once init is
 //! ready, so the guest powers off in order and the command exits 0.
 
-use std::io::Read;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use qemu_tests::{Arch, build_image, builder_bin};
+use qemu_tests::{Arch, build_image, builder_bin, wait_until};
 
 fn run_boots_and_powers_off(arch: Arch) {
     let image = build_image(Path::new("images/hello.toml"), arch)
         .unwrap_or_else(|e| panic!("{}", e.chain()));
     let bin = builder_bin().unwrap_or_else(|e| panic!("{}", e.chain()));
+    // Files, not pipes: a pipe nobody drains while we wait would fill with the boot log and
+    // stall the guest's console.
+    let logs = tempfile::tempdir().unwrap();
+    let (out_path, err_path) = (logs.path().join("stdout"), logs.path().join("stderr"));
     let mut child = Command::new(bin)
         .arg("run")
         .arg(&image.dir)
         .args(["--arch", arch.as_str(), "--powerdown-after", "1"])
         .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stdout(std::fs::File::create(&out_path).unwrap())
+        .stderr(std::fs::File::create(&err_path).unwrap())
         .process_group(0)
         .spawn()
         .unwrap();
     // Bounded: a hung guest must fail the test, not the CI run.
     let deadline = Instant::now() + Duration::from_secs(300);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            // Kill the whole process group: builder and its QEMU.
-            let _ = nix::sys::signal::killpg(
-                nix::unistd::Pid::from_raw(child.id() as i32),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-            let _ = child.wait();
-            panic!("builder run did not finish within 300 s");
-        }
-        std::thread::sleep(Duration::from_millis(200));
+    let Some(status) = wait_until(deadline, Duration::from_millis(200), || {
+        child.try_wait().unwrap()
+    }) else {
+        // Kill the whole process group: builder and its QEMU.
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        let _ = child.wait();
+        panic!("builder run did not finish within 300 s");
     };
-    let mut stdout = String::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut stdout)
-        .unwrap();
-    let mut stderr = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
+    let stdout = std::fs::read_to_string(&out_path).unwrap();
+    let stderr = std::fs::read_to_string(&err_path).unwrap();
     assert!(
         status.success(),
         "builder run failed ({status}):\n{stderr}\n{stdout}"

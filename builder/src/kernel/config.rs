@@ -27,12 +27,6 @@ impl Request {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("reading kernel config fragment {path}")]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
     #[error("{path}:{line}: not a kernel config line: {text:?}")]
     Syntax {
         path: PathBuf,
@@ -107,16 +101,9 @@ fn parse_line(line: &str) -> Result<Option<(String, Option<String>)>, ()> {
     Ok(Some((sym.to_string(), Some(value.to_string()))))
 }
 
-/// Reads a fragment. With `require_comments`, every option must have a comment line directly
-/// above it (a preceding option line or blank line does not count).
-pub fn read_fragment(path: &Path, require_comments: bool) -> Result<Vec<Request>, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    parse_fragment(&text, path, require_comments)
-}
-
+/// Parses a fragment's text; `path` only names it in errors. With `require_comments`, every
+/// option must have a comment line directly above it (a preceding option line or blank line
+/// does not count).
 pub fn parse_fragment(
     text: &str,
     path: &Path,
@@ -316,7 +303,9 @@ mod tests {
     fn shipped_fragments_parse_and_every_option_is_commented() {
         let dir = crate::paths::repo_root().join("kernel-config");
         for name in ["common.config", "x86_64.config", "aarch64.config"] {
-            let r = read_fragment(&dir.join(name), true).unwrap();
+            let path = dir.join(name);
+            let text = std::fs::read_to_string(&path).unwrap();
+            let r = parse_fragment(&text, &path, true).unwrap();
             assert!(!r.is_empty(), "{name} is empty");
         }
     }
