@@ -9,7 +9,6 @@ pub mod compression;
 mod image_id;
 pub mod manifest_view;
 pub(crate) mod path;
-pub(crate) mod pipe;
 pub mod reader;
 pub mod unpack;
 pub mod verified;

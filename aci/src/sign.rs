@@ -282,9 +282,9 @@ impl PublicKey {
     }
 }
 
-/// One public key's check of a local archive read once (see
-/// [`crate::archive::unpack_verified`]): the bytes are hashed as they stream. No trust store is
-/// involved; the caller chose the key.
+/// One public key's check of a local archive (see [`crate::archive::unpack_verified`]): the
+/// bytes are hashed before anything parses them. No trust store is involved; the caller chose
+/// the key.
 #[derive(Debug)]
 pub struct KeyVerifier {
     public: PublicKey,
@@ -313,6 +313,7 @@ impl KeyVerifier {
 }
 
 impl StreamVerifier for KeyVerifier {
+    type Accepted = ();
     type Verified = ();
     type Error = SignError;
 
@@ -322,12 +323,13 @@ impl StreamVerifier for KeyVerifier {
         }
     }
 
-    fn finish(self, _summary: &AciSummary, data: &mut dyn Read) -> Result<(), SignError> {
+    fn verify(self, data: &mut dyn Read) -> Result<(), SignError> {
         self.decide(data)
     }
 
-    fn refused(self, data: &mut dyn Read) -> Option<SignError> {
-        self.decide(data).err()
+    /// The caller chose the key for this file, whatever the image calls itself.
+    fn admit(_accepted: (), _summary: &AciSummary) -> Result<(), SignError> {
+        Ok(())
     }
 }
 

@@ -35,7 +35,7 @@ use crate::archive::{
 };
 
 mod ingest;
-pub use ingest::{Ingest, Ingested, StoredImage};
+pub use ingest::{Ingest, Ingested, InsertVerifiedError, InsertedVerified, Received, StoredImage};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

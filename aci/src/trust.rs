@@ -14,11 +14,12 @@
 //! warning): trust is granted only by a file that is unambiguously the key it names.
 
 use std::fs;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use crate::archive::{AciSummary, StreamVerifier};
-use crate::sign::{Algorithm, KeyId, Prehash, Prehasher, PublicKey, SignError, Signature};
+use crate::sign::{KeyId, PublicKey, SignError};
+
+mod verify;
+pub use verify::{Accepted, AcceptedFor, PendingVerification, TrustVerifier};
 
 const ROOT_DIR: &str = "root.d";
 const PREFIX_DIR: &str = "prefix.d";
@@ -108,6 +109,8 @@ pub enum TrustError {
         #[source]
         source: SignError,
     },
+    #[error("the image was checked as {expected}, but its manifest names it {manifest}")]
+    NameMismatch { expected: String, manifest: String },
     #[error("{0:?} is not a valid image-name prefix (AC identifier path components expected)")]
     InvalidPrefix(String),
     #[error("{0:?} is not a valid image name")]
@@ -288,260 +291,6 @@ impl TrustStore {
             }
         }
         Ok(out)
-    }
-
-    /// Every prefix under which a key with id `key` is stored (to explain a refusal).
-    fn prefixes_holding(&self, key: KeyId) -> Result<Vec<String>, TrustError> {
-        let file = format!("{key}{KEY_SUFFIX}");
-        let mut found = Vec::new();
-        let base = self.dir.join(PREFIX_DIR);
-        let mut stack = vec![base.clone()];
-        while let Some(dir) = stack.pop() {
-            let entries = match fs::read_dir(&dir) {
-                Ok(e) => e,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(source) => return Err(TrustError::Read { path: dir, source }),
-            };
-            for entry in entries.flatten() {
-                let path = entry.path();
-                // file_type() does not follow symlinks, so a link loop cannot make this spin.
-                let Ok(ft) = entry.file_type() else { continue };
-                if ft.is_dir() {
-                    stack.push(path);
-                } else if entry.file_name().to_str() == Some(file.as_str())
-                    && let Ok(rel) = dir.strip_prefix(&base)
-                {
-                    found.push(rel.to_string_lossy().into_owned());
-                }
-            }
-        }
-        found.sort();
-        Ok(found)
-    }
-
-    /// Decides whether `data` (the exact `.aci` bytes) may be used as image `image`, given the
-    /// `.minisig` file's bytes (`None` when the image has no signature).
-    ///
-    /// Each refusal is its own [`TrustError`] variant: unsigned, malformed signature, untrusted
-    /// key, key trusted only for another prefix, bad signature.
-    pub fn verify(
-        &self,
-        image: &str,
-        data: impl Read,
-        signature: Option<&[u8]>,
-        insecure: InsecureOptions,
-    ) -> Result<Verified, TrustError> {
-        self.prepare(image, signature, insecure)?
-            .finish_reader(data)
-    }
-
-    /// The first half of [`TrustStore::verify`], before any image byte is seen: parses the
-    /// signature and finds the trusted key, so an unsigned or untrusted image is refused before
-    /// it is downloaded. The returned check is finished with the data's digest or the data.
-    pub fn prepare(
-        &self,
-        image: &str,
-        signature: Option<&[u8]>,
-        insecure: InsecureOptions,
-    ) -> Result<PendingVerification, TrustError> {
-        let Some(signature) = signature else {
-            if insecure.allow_unsigned {
-                log::warn!(
-                    "INSECURE: image {image} has no signature; using it anyway because unsigned images are allowed"
-                );
-                return Ok(PendingVerification {
-                    image: image.to_string(),
-                    check: Check::UnsignedAllowed,
-                });
-            }
-            return Err(TrustError::Unsigned {
-                image: image.to_string(),
-            });
-        };
-        let sig = parse_signature(signature).map_err(|source| TrustError::MalformedSignature {
-            image: image.to_string(),
-            source,
-        })?;
-        let key = sig.key_id;
-        let trusted = self.keys_for(image)?;
-        let Some((scope, public)) = trusted.into_iter().find(|(_, k)| k.id() == key) else {
-            let prefixes = self.prefixes_holding(key)?;
-            return Err(if prefixes.is_empty() {
-                TrustError::UntrustedKey {
-                    image: image.to_string(),
-                    key,
-                }
-            } else {
-                TrustError::KeyNotTrustedForImage {
-                    image: image.to_string(),
-                    key,
-                    prefixes,
-                }
-            });
-        };
-        Ok(PendingVerification {
-            image: image.to_string(),
-            check: Check::Signed(Box::new(SignedCheck { public, scope, sig })),
-        })
-    }
-}
-
-fn parse_signature(bytes: &[u8]) -> Result<Signature, SignError> {
-    let text = std::str::from_utf8(bytes)
-        .map_err(|_| SignError::MalformedSignature("not UTF-8 text".into()))?;
-    Signature::from_minisign(text)
-}
-
-/// A trust check of a local archive read once (see [`crate::archive::unpack_verified`]): the
-/// bytes are hashed as they stream, and the image's name is given up front or taken from the
-/// archive's manifest once it has been read.
-#[derive(Debug)]
-pub struct TrustVerifier<'a> {
-    store: &'a TrustStore,
-    signature: Option<Vec<u8>>,
-    insecure: InsecureOptions,
-    /// Prepared before any byte is read when the name is given, so an unsigned or untrusted
-    /// image is refused up front, and a tampered one can be called so even when the archive
-    /// itself is refused too.
-    named: Option<PendingVerification>,
-    prehasher: Option<Prehasher>,
-}
-
-impl TrustStore {
-    /// Starts a one-pass check of an archive as image `image` (`None`: the name in its
-    /// manifest) against `signature` (the `.minisig` file's bytes, `None` when there is none).
-    pub fn stream_verifier(
-        &self,
-        image: Option<&str>,
-        signature: Option<Vec<u8>>,
-        insecure: InsecureOptions,
-    ) -> Result<TrustVerifier<'_>, TrustError> {
-        let named = image
-            .map(|name| self.prepare(name, signature.as_deref(), insecure))
-            .transpose()?;
-        let prehashed = match &named {
-            Some(pending) => pending.wants_prehash(),
-            // A malformed signature is reported once the name is known; hashing costs little.
-            None => signature.as_deref().is_some_and(|b| {
-                parse_signature(b).is_ok_and(|s| s.algorithm == Algorithm::Prehashed)
-            }),
-        };
-        Ok(TrustVerifier {
-            store: self,
-            signature,
-            insecure,
-            named,
-            prehasher: prehashed.then(Prehasher::new),
-        })
-    }
-}
-
-impl TrustVerifier<'_> {
-    fn decide(
-        pending: PendingVerification,
-        prehasher: Option<Prehasher>,
-        data: &mut dyn Read,
-    ) -> Result<Verified, TrustError> {
-        match prehasher {
-            Some(h) if pending.wants_prehash() => pending.finish_prehash(&h.finish()),
-            // A legacy (`Ed`) signature covers the bytes themselves and ed25519-dalek verifies
-            // a whole slice, so the file is read a second time here.
-            _ => pending.finish_reader(data),
-        }
-    }
-}
-
-impl StreamVerifier for TrustVerifier<'_> {
-    type Verified = Verified;
-    type Error = TrustError;
-
-    fn update(&mut self, data: &[u8]) {
-        if let Some(h) = &mut self.prehasher {
-            h.update(data);
-        }
-    }
-
-    fn finish(self, summary: &AciSummary, data: &mut dyn Read) -> Result<Verified, TrustError> {
-        let pending = match self.named {
-            Some(pending) => pending,
-            None => self.store.prepare(
-                &summary.manifest.name,
-                self.signature.as_deref(),
-                self.insecure,
-            )?,
-        };
-        Self::decide(pending, self.prehasher, data)
-    }
-
-    fn refused(self, data: &mut dyn Read) -> Option<TrustError> {
-        // Without a given name there is no key to judge by: the manifest never arrived.
-        let pending = self.named?;
-        Self::decide(pending, self.prehasher, data).err()
-    }
-}
-
-/// A trust decision waiting for the image bytes: the signature parsed and its key trusted for
-/// the image. Nothing is accepted until one of the `finish` methods returns `Ok`.
-#[derive(Debug, Clone)]
-pub struct PendingVerification {
-    image: String,
-    check: Check,
-}
-
-#[derive(Debug, Clone)]
-enum Check {
-    UnsignedAllowed,
-    Signed(Box<SignedCheck>),
-}
-
-#[derive(Debug, Clone)]
-struct SignedCheck {
-    public: PublicKey,
-    scope: TrustScope,
-    sig: Signature,
-}
-
-impl PendingVerification {
-    /// True when the signature covers the BLAKE2b-512 of the bytes (feed them to a
-    /// [`crate::sign::Prehasher`] as they stream, then call
-    /// [`PendingVerification::finish_prehash`]); false for legacy signatures,
-    /// which need the bytes themselves ([`PendingVerification::finish_reader`]), and for
-    /// allowed unsigned images.
-    pub fn wants_prehash(&self) -> bool {
-        matches!(&self.check, Check::Signed(c) if c.sig.algorithm == Algorithm::Prehashed)
-    }
-
-    /// Finishes with the data's BLAKE2b-512, computed as it streamed.
-    pub fn finish_prehash(self, prehash: &Prehash) -> Result<Verified, TrustError> {
-        self.finish_with(|public, sig| public.verify_prehash(prehash, sig))
-    }
-
-    /// Finishes by reading the data (any algorithm).
-    pub fn finish_reader(self, data: impl Read) -> Result<Verified, TrustError> {
-        self.finish_with(|public, sig| public.verify_reader(data, sig))
-    }
-
-    fn finish_with(
-        self,
-        check: impl FnOnce(&PublicKey, &Signature) -> Result<(), SignError>,
-    ) -> Result<Verified, TrustError> {
-        match self.check {
-            Check::UnsignedAllowed => Ok(Verified::UnsignedAllowed),
-            Check::Signed(c) => {
-                let SignedCheck { public, scope, sig } = *c;
-                let key = sig.key_id;
-                check(&public, &sig).map_err(|source| TrustError::BadSignature {
-                    image: self.image,
-                    key,
-                    source,
-                })?;
-                Ok(Verified::Signed {
-                    key,
-                    scope,
-                    trusted_comment: sig.trusted_comment,
-                })
-            }
-        }
     }
 }
 

@@ -3,6 +3,8 @@
 //! fetched images and HTTPS with a CA made at test time. Host names resolve through the
 //! client's resolver seam, so `example.com` here is always 127.0.0.1.
 
+mod common;
+
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener};
@@ -951,9 +953,15 @@ fn killed_fetch_into_store_leaves_nothing_and_a_second_fetch_succeeds() {
         .flat_map(|d| std::fs::read_dir(store_dir.join(d)).unwrap())
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
-    assert!(
-        left.iter().filter(|n| n.starts_with(".tmp-")).count() >= 2,
-        "the kill should leave a temp blob and a temp tree behind: {left:?}"
+    // Only the temp blob: nothing is unpacked while the body is still arriving (the tree
+    // waits for the signature, which waits for the last byte).
+    assert_eq!(
+        left.iter()
+            .filter(|n| n.starts_with(".tmp-"))
+            .map(|n| n.ends_with(".aci"))
+            .collect::<Vec<_>>(),
+        [true],
+        "the kill should leave exactly a temp blob behind: {left:?}"
     );
     let store = aci::store::Store::open(&store_dir).unwrap();
     assert!(
@@ -1032,5 +1040,42 @@ fn a_mirror_whose_signature_fails_is_skipped_for_the_next_one() {
     assert!(
         matches!(&err, FetchError::Download { last, .. } if last.status() == Some(500)),
         "{err}"
+    );
+}
+
+/// A real signature by the trusted key, copied from another image, over 3 GiB of zstd zeros
+/// in about 100 KB: the signature is refused before a decompressor sees the body.
+#[test]
+fn a_zstd_bomb_under_a_copied_signature_is_refused_before_it_is_decompressed() {
+    let bomb = common::bomb::zstd_zeros_aci(3 << 30);
+    common::bomb::assert_is_a_real_bomb(&bomb);
+    let p = publish(bomb, Some(make_gzip_aci()));
+
+    let started = std::time::Instant::now();
+    let (r, store) = fetch_to_store(&p, InsecureOptions::default());
+    let took = started.elapsed();
+    assert!(
+        matches!(r, Err(FetchError::Trust(TrustError::BadSignature { .. }))),
+        "{r:?}"
+    );
+    assert!(
+        took < Duration::from_secs(2),
+        "fetch_into_store took {took:?}"
+    );
+    assert_eq!(store_entries(&store), Vec::<String>::new());
+
+    let started = std::time::Instant::now();
+    let (r, dest) = fetch(&p, "example.com/app:1.0", InsecureOptions::default());
+    let took = started.elapsed();
+    assert!(
+        matches!(r, Err(FetchError::Trust(TrustError::BadSignature { .. }))),
+        "{r:?}"
+    );
+    assert!(took < Duration::from_secs(2), "fetch_image took {took:?}");
+    assert!(!dest.exists());
+    assert_eq!(
+        std::fs::read_dir(p.out.path()).unwrap().count(),
+        1,
+        "only the store directory: no partial download is left"
     );
 }

@@ -1,9 +1,11 @@
-//! Fetching a discovered image in one streaming pass: the `.aci.minisig` first (small; an
-//! unsigned or untrusted image is refused before its bytes are downloaded), then the `.aci`
-//! body, teed as it arrives into the BLAKE2b-512 prehash the signature covers, a temp file,
-//! and a worker thread that decompresses, computes the Image ID and (for the store) unpacks.
-//! Only after the signature verifies and the manifest matches the request is anything made
-//! visible; on any failure every temp file and tree is deleted.
+//! Fetching a discovered image, signature first: the `.aci.minisig` (small; an unsigned or
+//! untrusted image is refused before its bytes are downloaded), then the `.aci` body, teed as
+//! it arrives into the BLAKE2b-512 prehash the signature covers and a temp file, and nothing
+//! else. Only once the signature verifies is the temp file decompressed, its Image ID computed
+//! and (for the store) unpacked, and only when the manifest's name and labels match the request
+//! and the key is trusted for that name is anything made visible; on any failure every temp
+//! file and tree is deleted. No decompressor, tar reader or JSON decoder sees a byte of an
+//! image whose signature did not verify.
 
 use std::fs::{self, File};
 use std::io::{self, BufReader, Seek, Write};
@@ -12,11 +14,10 @@ use std::path::{Path, PathBuf};
 use super::http::Sink;
 use super::{App, AppError, Discovered, DiscoveryError, Endpoint, HttpClient, HttpError, discover};
 use crate::archive::manifest_view::ManifestView;
-use crate::archive::pipe::{self, PipeWriter};
 use crate::archive::{self, AciSummary, ArchiveError};
 use crate::sign::Prehasher;
 use crate::store::{Ingest, Ingested, Store, StoreError, StoredImage};
-use crate::trust::{InsecureOptions, TrustError, TrustStore, Verified};
+use crate::trust::{Accepted, InsecureOptions, TrustError, TrustStore, Verified};
 
 /// Limits and opt-outs for one fetch.
 #[derive(Debug, Clone, Copy)]
@@ -68,7 +69,7 @@ pub struct FetchedIntoStore {
 pub enum FetchError {
     #[error(transparent)]
     Discovery(#[from] DiscoveryError),
-    #[error("fetching image {app}: every endpoint failed; last: {last}")]
+    #[error("fetching image {app}: every endpoint failed; the last one")]
     Download {
         app: String,
         #[source]
@@ -153,9 +154,9 @@ pub fn fetch_discovered(
     })
 }
 
-/// Discovers `app` and fetches it into `store` in one pass: download, signature check, Image
-/// ID, and (with [`FetchOptions::unpack`]) the unpacked tree, all while the bytes arrive.
-/// Only a verified image that matches the request becomes visible in the store.
+/// Discovers `app` and fetches it into `store`: download (hashed as it arrives), signature
+/// check, then Image ID and (with [`FetchOptions::unpack`]) the unpacked tree from the
+/// verified blob. Only a verified image that matches the request becomes visible in the store.
 pub fn fetch_into_store(
     app: &App,
     client: &HttpClient,
@@ -202,14 +203,21 @@ fn partial_path(dest: &Path) -> PathBuf {
     PathBuf::from(s)
 }
 
-/// Where the body of one download goes: written as it arrives, reset before a retry, and
-/// finished into something holding the summary and the bytes the signature covers.
+/// Where the body of one download goes: written as it arrives (and nowhere else), reset
+/// before a retry, and, once the signature verified, parsed into something holding the
+/// summary and the bytes the signature covers.
 trait Receive: Write {
     type Received: Received;
     fn reset(&mut self) -> io::Result<()>;
     /// The bytes written so far, for signatures that cover them rather than their hash.
     fn blob_path(&self) -> &Path;
-    fn finish(self, app: &App, url: &str) -> Result<Self::Received, FetchError>;
+    /// Syncs what arrived and parses it; `accepted` is the verdict on exactly those bytes.
+    fn complete(
+        self,
+        accepted: &Accepted,
+        app: &App,
+        url: &str,
+    ) -> Result<Self::Received, FetchError>;
 }
 
 trait Received {
@@ -291,33 +299,26 @@ fn fetch_with<R: Receive>(
                 continue;
             }
         };
-        let verified = match &prehash {
-            Some(h) => pending.finish_prehash(h).map_err(FetchError::from),
+        // The verdict on the raw bytes comes before anything parses them.
+        let accepted = match &prehash {
+            Some(h) => pending.finish_prehash(h)?,
             None => {
                 let path = receiver.blob_path();
-                File::open(path)
-                    .map_err(|source| FetchError::Open {
-                        path: path.to_path_buf(),
-                        source,
-                    })
-                    .and_then(|file| {
-                        pending
-                            .finish_reader(BufReader::with_capacity(1 << 20, file))
-                            .map_err(FetchError::from)
-                    })
+                let file = File::open(path).map_err(|source| FetchError::Open {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+                pending.finish_reader(BufReader::with_capacity(1 << 20, file))?
             }
         };
-        // The archive worker read the whole body even after refusing it, so the signature
-        // verdict is known and comes first: a tampered image is reported as tampered.
-        let received = receiver.finish(app, &fetched.url);
-        let verified = verified?;
-        let received = received?;
+        let received = receiver.complete(&accepted, app, &fetched.url)?;
         let manifest = &received.summary().manifest;
         app.check_manifest(&manifest.name, &manifest.labels)
             .map_err(|source| FetchError::Mismatch {
                 url: fetched.url.clone(),
                 source,
             })?;
+        let verified = accepted.admit(&manifest.name)?;
         let got = Got {
             endpoint: endpoint.clone(),
             verified,
@@ -364,13 +365,20 @@ impl<'s> Receive for StoreReceiver<'s> {
     fn blob_path(&self) -> &Path {
         self.0.blob_path()
     }
-    fn finish(self, app: &App, url: &str) -> Result<Ingested<'s>, FetchError> {
-        self.0.finish().map_err(|e| match e {
+    fn complete(
+        self,
+        accepted: &Accepted,
+        app: &App,
+        url: &str,
+    ) -> Result<Ingested<'s>, FetchError> {
+        let store_err = |source| FetchError::Store {
+            app: app.to_string(),
+            source: Box::new(source),
+        };
+        let received = self.0.finish().map_err(store_err)?;
+        received.unpack(accepted, url).map_err(|e| match e {
             StoreError::InsertInvalid { source, .. } => archive_error(app, url, source),
-            source => FetchError::Store {
-                app: app.to_string(),
-                source: Box::new(source),
-            },
+            source => store_err(source),
         })
     }
 }
@@ -390,20 +398,10 @@ impl Drop for PartialGuard {
     }
 }
 
-/// A download to a plain file, validated (not unpacked) by a worker as it arrives.
+/// A download to a plain file, validated (not unpacked) once its signature verified.
 struct FileReceiver {
     file: File,
     guard: PartialGuard,
-    worker: Option<PipeWriter<Result<AciSummary, ArchiveError>>>,
-}
-
-impl Drop for FileReceiver {
-    fn drop(&mut self) {
-        // Join the worker before the partial file goes.
-        if let Some(w) = self.worker.take() {
-            let _ = w.abort();
-        }
-    }
 }
 
 struct FileReceived {
@@ -411,29 +409,15 @@ struct FileReceived {
     summary: AciSummary,
 }
 
-fn spawn_reader() -> io::Result<PipeWriter<Result<AciSummary, ArchiveError>>> {
-    pipe::spawn("aci-read", |r| {
-        // Drained even after a refusal, so the download completes and its signature can be
-        // checked (and reported) first.
-        let res = archive::read_aci(&mut *r, &archive::ReadOptions::default());
-        r.drain();
-        res
-    })
-}
-
 impl FileReceiver {
     fn create(path: &Path) -> Result<FileReceiver, FetchError> {
-        let werr = |source| FetchError::Write {
+        let file = File::create(path).map_err(|source| FetchError::Write {
             path: path.to_path_buf(),
             source,
-        };
-        let file = File::create(path).map_err(werr)?;
-        let guard = PartialGuard(path.to_path_buf());
-        let worker = spawn_reader().map_err(werr)?;
+        })?;
         Ok(FileReceiver {
             file,
-            guard,
-            worker: Some(worker),
+            guard: PartialGuard(path.to_path_buf()),
         })
     }
 }
@@ -441,10 +425,6 @@ impl FileReceiver {
 impl Write for FileReceiver {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
         self.file.write_all(data)?;
-        match &mut self.worker {
-            Some(w) => w.write_all(data)?,
-            None => return Err(io::Error::other("the archive reader is gone")),
-        }
         Ok(data.len())
     }
     fn flush(&mut self) -> io::Result<()> {
@@ -455,36 +435,38 @@ impl Write for FileReceiver {
 impl Receive for FileReceiver {
     type Received = FileReceived;
     fn reset(&mut self) -> io::Result<()> {
-        if let Some(w) = self.worker.take() {
-            let _ = w.abort();
-        }
         self.file.set_len(0)?;
         self.file.rewind()?;
-        self.worker = Some(spawn_reader()?);
         Ok(())
     }
     fn blob_path(&self) -> &Path {
         &self.guard.0
     }
-    fn finish(mut self, app: &App, url: &str) -> Result<FileReceived, FetchError> {
+    fn complete(
+        self,
+        _accepted: &Accepted,
+        app: &App,
+        url: &str,
+    ) -> Result<FileReceived, FetchError> {
         let path = self.guard.0.clone();
         let werr = |source| FetchError::Write {
             path: path.clone(),
             source,
         };
-        let worker = self
-            .worker
-            .take()
-            .ok_or_else(|| werr(io::Error::other("the archive reader is gone")))?;
-        let summary = worker
-            .finish()
-            .map_err(werr)?
-            .map_err(|source| archive_error(app, url, source))?;
         self.file.sync_all().map_err(werr)?;
-        // The worker is joined, so this receiver's Drop has nothing left to do; the guard
-        // moves on to the result.
-        let guard = PartialGuard(std::mem::take(&mut self.guard.0));
-        Ok(FileReceived { guard, summary })
+        let file = File::open(&path).map_err(|source| FetchError::Open {
+            path: path.clone(),
+            source,
+        })?;
+        let summary = archive::read_aci(
+            BufReader::with_capacity(1 << 20, file),
+            &archive::ReadOptions::default(),
+        )
+        .map_err(|source| archive_error(app, url, source))?;
+        Ok(FileReceived {
+            guard: self.guard,
+            summary,
+        })
     }
 }
 

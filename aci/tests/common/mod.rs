@@ -5,6 +5,8 @@
 
 use std::path::Path;
 
+pub mod bomb;
+
 pub const MANIFEST: &str = r#"{"acKind":"ImageManifest","acVersion":"0.8.11","name":"example.com/test","labels":[{"name":"version","value":"1.0.0"},{"name":"os","value":"linux"},{"name":"arch","value":"amd64"}]}"#;
 
 pub fn manifest_named(name: &str, labels: &[(&str, &str)], extra: &str) -> String {
