@@ -1,5 +1,5 @@
 //! `builder aci build|validate|inspect|extract`: authoring and checking App Container images
-//! (a verified extract's signature handling lives with the other signature commands).
+//! (a verified extract's signature handling lives with fetching, in `fetch_cmd`).
 
 use std::fs::{self, File};
 use std::io::{BufReader, BufWriter, Read, Write};
@@ -10,7 +10,7 @@ use aci::manifest::{self, ManifestKind};
 use anyhow::{Context, bail};
 use clap::{Subcommand, ValueEnum};
 
-use crate::sign_cmd;
+use crate::fetch_cmd;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum CompressionArg {
@@ -121,8 +121,8 @@ pub fn run(cmd: ArchiveCommand) -> anyhow::Result<()> {
             signature,
         } => {
             let authority = match (trust, key) {
-                (Some(dir), _) => Some(sign_cmd::Authority::Trust { dir, name }),
-                (None, Some(key)) => Some(sign_cmd::Authority::Key(key)),
+                (Some(dir), _) => Some(fetch_cmd::Authority::Trust { dir, name }),
+                (None, Some(key)) => Some(fetch_cmd::Authority::Key(key)),
                 (None, None) => None,
             };
             extract(
@@ -279,7 +279,7 @@ fn extract(
     dir: &Path,
     rootfs_only: bool,
     allow_devices: bool,
-    authority: Option<sign_cmd::Authority>,
+    authority: Option<fetch_cmd::Authority>,
     signature: Option<PathBuf>,
 ) -> anyhow::Result<()> {
     if let Ok(mut entries) = fs::read_dir(dir)
@@ -299,7 +299,7 @@ fn extract(
         Layout::Image
     };
     if let Some(authority) = authority {
-        return sign_cmd::extract_verified(file, dir, &opts, authority, signature);
+        return fetch_cmd::extract_verified(file, dir, &opts, authority, signature);
     }
     let summary = archive::unpack(open(file)?, dir, &opts)
         .with_context(|| format!("extracting {} into {}", file.display(), dir.display()))?;

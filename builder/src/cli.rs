@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::{aci_cmd, sign_cmd};
+use crate::{aci_cmd, fetch_cmd, sign_cmd};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -106,6 +106,8 @@ pub enum AciCommand {
     Archive(aci_cmd::ArchiveCommand),
     #[command(flatten)]
     Sign(sign_cmd::SignCommand),
+    #[command(flatten)]
+    Fetch(fetch_cmd::FetchCommand),
 }
 
 impl From<ArchArg> for hostdecl::Arch {

@@ -2,6 +2,7 @@
 
 mod aci_cmd;
 mod cli;
+mod fetch_cmd;
 mod image;
 mod init_build;
 mod initramfs;
@@ -31,6 +32,7 @@ fn run(cli: cli::Cli) -> anyhow::Result<()> {
         cli::Command::Aci { command } => match command {
             cli::AciCommand::Archive(c) => aci_cmd::run(c),
             cli::AciCommand::Sign(c) => sign_cmd::run(c),
+            cli::AciCommand::Fetch(c) => fetch_cmd::run(c),
         },
         cli::Command::Key { command } => sign_cmd::run_key(command),
         cli::Command::Kernel {

@@ -1,16 +1,12 @@
-//! `builder key generate`, `builder aci sign|verify|trust|discover|fetch` and the signature half
-//! of `builder aci extract --trust|--key`: keys, signatures, trust, discovery and verified
-//! fetching and extracting of App Container images.
+//! `builder key generate` and `builder aci sign|verify|trust`: signing keys, signatures over
+//! App Container images, and the trust directory that says which keys count for which names.
 
 use std::fs;
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use aci::archive::{self, UnpackOptions};
-use aci::discovery::{self, App, FetchOptions, HttpClient, HttpOptions};
-use aci::sign::{KdfLimits, KeyVerifier, PublicKey, SecretKey, Signature, default_trusted_comment};
-use aci::store::Store;
+use aci::sign::{KdfLimits, PublicKey, SecretKey, Signature, default_trusted_comment};
 use aci::trust::{InsecureOptions, TrustScope, TrustStore, Verified};
 use anyhow::{Context, bail};
 use clap::Subcommand;
@@ -81,53 +77,6 @@ pub enum SignCommand {
         #[arg(long)]
         root: bool,
     },
-    /// Discover an image by name (appc meta discovery) and print its URLs.
-    #[command(
-        after_help = "Example:\n  builder aci discover example.com/app:1.0.0,os=linux,arch=amd64\n\n\
-        os and arch default to this machine's; version renders as `latest` when not given."
-    )]
-    Discover {
-        /// name[:version][,label=value...]
-        app: String,
-        /// Allow plain HTTP (tried after HTTPS).
-        #[arg(long)]
-        insecure_http: bool,
-    },
-    /// Discover, download and verify an image and its signature; keep it only if trusted.
-    #[command(
-        after_help = "Example:\n  builder aci fetch example.com/app:1.0.0 --trust /etc/aci/trust -o app.aci\n  \
-        builder aci fetch example.com/app:1.0.0 --trust /etc/aci/trust --store /var/lib/aci\n\n\
-        One pass: the download is hashed for the signature, written and (with --store) unpacked\n\
-        as it arrives; nothing is kept unless the signature and the manifest check out."
-    )]
-    Fetch {
-        app: String,
-        #[arg(long)]
-        trust: PathBuf,
-        /// Write the verified .aci here.
-        #[arg(
-            short,
-            long,
-            conflicts_with = "store",
-            required_unless_present = "store"
-        )]
-        output: Option<PathBuf>,
-        /// Put the verified image into this image store, unpacked and ready to run.
-        #[arg(long)]
-        store: Option<PathBuf>,
-        /// With --store: keep only the blob; the tree is rendered when first needed.
-        #[arg(long, requires = "store")]
-        no_unpack: bool,
-        /// ETag cache directory: unchanged images are not downloaded again.
-        #[arg(long)]
-        cache: Option<PathBuf>,
-        /// Allow plain HTTP (tried after HTTPS).
-        #[arg(long)]
-        insecure_http: bool,
-        /// INSECURE: accept an image that has no signature (a warning is printed).
-        #[arg(long)]
-        insecure_allow_unsigned: bool,
-    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -186,65 +135,6 @@ pub fn run(cmd: SignCommand) -> anyhow::Result<()> {
                 public.id(),
                 path.display()
             );
-            Ok(())
-        }
-        SignCommand::Discover { app, insecure_http } => {
-            let app = parse_app(&app)?;
-            let client = client(insecure_http, None)?;
-            let found = discovery::discover(&app, &client)?;
-            println!("app: {app}");
-            println!("discovered at: {}", found.page);
-            for e in &found.images {
-                println!("image: {}", e.aci);
-                println!("signature: {}", e.signature);
-                println!("signature (OpenPGP, not checked): {}", e.asc);
-            }
-            for k in &found.public_keys {
-                println!("public key: {k}");
-            }
-            Ok(())
-        }
-        SignCommand::Fetch {
-            app,
-            trust,
-            output,
-            store,
-            no_unpack,
-            cache,
-            insecure_http,
-            insecure_allow_unsigned,
-        } => {
-            let app = parse_app(&app)?;
-            let client = client(insecure_http, cache)?;
-            let opts = FetchOptions {
-                insecure: InsecureOptions {
-                    allow_unsigned: insecure_allow_unsigned,
-                    allow_http: insecure_http,
-                },
-                unpack: !no_unpack,
-                ..FetchOptions::default()
-            };
-            let trust = TrustStore::new(trust);
-            if let Some(dir) = store {
-                let store = Store::open(&dir)
-                    .with_context(|| format!("opening the image store {}", dir.display()))?;
-                let fetched = discovery::fetch_into_store(&app, &client, &trust, &store, &opts)?;
-                report(&app, fetched.stored.record.id.as_str(), &fetched.verified);
-                println!(
-                    "stored {}",
-                    store.blob_path(&fetched.stored.record.id).display()
-                );
-                if let Some(tree) = &fetched.stored.tree {
-                    println!("tree {}", tree.path.display());
-                }
-                return Ok(());
-            }
-            let Some(output) = output else {
-                bail!("give -o FILE or --store DIR");
-            };
-            let fetched = discovery::fetch_image(&app, &client, &trust, &output, &opts)?;
-            report(&app, &fetched.image_id, &fetched.verified);
-            println!("wrote {}", fetched.path.display());
             Ok(())
         }
     }
@@ -402,127 +292,7 @@ fn verify(
     Ok(())
 }
 
-/// What a verified extract checks the signature against.
-pub(crate) enum Authority {
-    /// A trust directory, for the given name or the manifest's.
-    Trust { dir: PathBuf, name: Option<String> },
-    /// One public key file.
-    Key(PathBuf),
-}
-
-/// `builder aci extract FILE DIR --trust T|--key K`: one read of FILE feeds both the
-/// signature's hash and the unpacker; DIR appears only if both pass.
-pub(crate) fn extract_verified(
-    file: &Path,
-    dir: &Path,
-    opts: &UnpackOptions,
-    authority: Authority,
-    signature: Option<PathBuf>,
-) -> anyhow::Result<()> {
-    let sig_path = signature.unwrap_or_else(|| with_suffix(file, ".minisig"));
-    let sig_bytes = match fs::read(&sig_path) {
-        Ok(b) => Some(b),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) => return Err(e).with_context(|| format!("reading {}", sig_path.display())),
-    };
-    let parsed = sig_bytes
-        .as_deref()
-        .and_then(|b| std::str::from_utf8(b).ok())
-        .and_then(|t| Signature::from_minisign(t).ok());
-    let signed = match (&sig_bytes, &parsed) {
-        (None, _) => format!("no signature at {}", sig_path.display()),
-        (Some(_), Some(sig)) => format!("signature {} by key {}", sig_path.display(), sig.key_id),
-        (Some(_), None) => format!("signature {}", sig_path.display()),
-    };
-    let against = match &authority {
-        Authority::Trust { dir, .. } => format!("trust directory {}", dir.display()),
-        Authority::Key(key) => format!("key file {}", key.display()),
-    };
-    let context = || {
-        format!(
-            "verified extract of {} into {} ({signed}, checked against {against}) refused; {} \
-             was left as it was",
-            file.display(),
-            dir.display(),
-            dir.display()
-        )
-    };
-    let aci = fs::File::open(file).with_context(|| format!("opening {}", file.display()))?;
-    match authority {
-        Authority::Trust { dir: trust, name } => {
-            let store = TrustStore::new(trust);
-            let verifier = store
-                .stream_verifier(name.as_deref(), sig_bytes, InsecureOptions::default())
-                .with_context(context)?;
-            let done = archive::unpack_verified(aci, dir, opts, verifier).with_context(context)?;
-            let name = name.unwrap_or(done.summary.manifest.name);
-            match done.verified {
-                Verified::Signed { key, scope, .. } => println!(
-                    "{}: extracted {} ({name}) into {}; signed by {key}, trusted for {scope}",
-                    file.display(),
-                    done.summary.id,
-                    dir.display()
-                ),
-                Verified::UnsignedAllowed => println!(
-                    "{}: extracted {} ({name}) into {}; UNSIGNED",
-                    file.display(),
-                    done.summary.id,
-                    dir.display()
-                ),
-            }
-        }
-        Authority::Key(key) => {
-            let public = PublicKey::from_minisign(&read_text(&key)?)
-                .with_context(|| format!("reading {}", key.display()))?;
-            let id = public.id();
-            let Some(sig_bytes) = sig_bytes else {
-                bail!("{}: the image is not signed", context());
-            };
-            let sig = Signature::from_minisign(&String::from_utf8_lossy(&sig_bytes))
-                .with_context(|| format!("reading {}", sig_path.display()))
-                .with_context(context)?;
-            let done = archive::unpack_verified(aci, dir, opts, KeyVerifier::new(public, sig))
-                .with_context(context)?;
-            println!(
-                "{}: extracted {} into {}; signature by {id} verified",
-                file.display(),
-                done.summary.id,
-                dir.display()
-            );
-        }
-    }
-    Ok(())
-}
-
-fn report(app: &App, id: &str, verified: &Verified) {
-    match verified {
-        Verified::Signed { key, scope, .. } => {
-            println!("{id}: signed by {key} (trusted for {scope})")
-        }
-        Verified::UnsignedAllowed => {
-            eprintln!("warning: INSECURE: {app} is not signed");
-            println!("{id}: UNSIGNED")
-        }
-    }
-}
-
-fn parse_app(s: &str) -> anyhow::Result<App> {
-    let (os, arch) = App::host_os_arch();
-    Ok(App::parse(s)?.with_default_os_arch(os, arch))
-}
-
-fn client(insecure_http: bool, cache: Option<PathBuf>) -> anyhow::Result<HttpClient> {
-    if insecure_http {
-        eprintln!("warning: INSECURE: plain HTTP is allowed");
-    }
-    Ok(HttpClient::new(HttpOptions {
-        allow_http: insecure_http,
-        cache_dir: cache,
-        ..HttpOptions::default()
-    })?)
-}
-
-fn read_text(path: &Path) -> anyhow::Result<String> {
+pub(crate) fn read_text(path: &Path) -> anyhow::Result<String> {
     fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
 }
 
@@ -540,7 +310,7 @@ fn read_password() -> anyhow::Result<String> {
 }
 
 /// `name` + `suffix` (appended, not an extension swap: `x.aci` → `x.aci.minisig`).
-fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+pub(crate) fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
     let mut s = path.as_os_str().to_owned();
     s.push(suffix);
     PathBuf::from(s)
