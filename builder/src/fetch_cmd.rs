@@ -179,7 +179,12 @@ pub(crate) fn extract_verified(
         Authority::Trust { dir: trust, name } => {
             let store = TrustStore::new(trust);
             let verifier = store
-                .stream_verifier(name.as_deref(), sig_bytes, InsecureOptions::default())
+                .stream_verifier(
+                    name.as_deref(),
+                    &file.display().to_string(),
+                    sig_bytes.as_deref(),
+                    InsecureOptions::default(),
+                )
                 .with_context(context)?;
             let done = archive::unpack_verified(aci, dir, opts, verifier).with_context(context)?;
             let name = name.unwrap_or(done.summary.manifest.name);

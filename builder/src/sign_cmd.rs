@@ -258,25 +258,30 @@ fn verify(
     let Some(trust) = trust else {
         bail!("give --key or --trust");
     };
-    let name = match name {
-        Some(n) => n,
-        None => {
-            let summary = aci::archive::read_aci(open()?, &aci::archive::ReadOptions::default())
-                .with_context(|| format!("reading the manifest of {}", aci.display()))?;
-            summary.manifest.name
-        }
-    };
     let sig = match fs::read(&sig_path) {
         Ok(b) => Some(b),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => return Err(e).with_context(|| format!("reading {}", sig_path.display())),
     };
-    let verified = TrustStore::new(trust).verify(
-        &name,
-        open()?,
-        sig.as_deref(),
-        InsecureOptions::default(),
-    )?;
+    // The signature is checked over the raw bytes first; only a verified file is parsed, to
+    // learn (or confirm) the name its manifest claims, which the key must be trusted for.
+    let store = TrustStore::new(trust);
+    let what = aci.display().to_string();
+    let pending = match &name {
+        Some(n) => store.prepare(n, sig.as_deref(), InsecureOptions::default())?,
+        None => store.prepare_unnamed(&what, sig.as_deref(), InsecureOptions::default())?,
+    };
+    let accepted = pending.finish_reader(open()?)?;
+    let summary = aci::archive::read_aci(open()?, &aci::archive::ReadOptions::default())
+        .with_context(|| format!("reading the manifest of {what} (its signature verified)"))?;
+    let manifest_name = summary.manifest.name;
+    if let Some(n) = &name
+        && n != &manifest_name
+    {
+        bail!("{what} was checked as {n}, but its manifest names it {manifest_name}");
+    }
+    let name = manifest_name;
+    let verified = accepted.admit(&name)?;
     if let Verified::Signed {
         key,
         scope,
