@@ -14,10 +14,11 @@ use crate::fetch_cmd;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum CompressionArg {
-    /// zstd (our extension; fastest to unpack).
-    Zstd,
-    /// gzip (what the reference appc tools and rkt read).
+    /// What every appc reader takes (appc 0.8.11 tools and rkt's actool read only gzip, bzip2
+    /// and xz).
     Gzip,
+    /// Faster to unpack, but an extension of ours: other appc tools may not read it.
+    Zstd,
     /// An uncompressed tar.
     None,
 }
@@ -36,7 +37,7 @@ impl From<CompressionArg> for Compression {
 pub enum ArchiveCommand {
     /// Build a deterministic ACI from a directory holding `manifest` and `rootfs/`.
     #[command(
-        after_help = "Example:\n  builder aci build ./hello -o hello.aci\n  builder aci build ./hello -o hello.aci --compression gzip   # for rkt/actool\n\nThe manifest is validated first. Entries are sorted, every mtime is --mtime (default 0) and\nowners are 0 unless --preserve-owners, so the same tree always gives the same bytes."
+        after_help = "Example:\n  builder aci build ./hello -o hello.aci\n  builder aci build ./hello -o hello.aci --compression zstd   # our extension\n\nThe manifest is validated first. Entries are sorted, every mtime is --mtime (default 0) and\nowners are 0 unless --preserve-owners, so the same tree always gives the same bytes."
     )]
     Build {
         /// Directory with `manifest` (an Image Manifest) and `rootfs/`.
@@ -44,7 +45,9 @@ pub enum ArchiveCommand {
         /// Output file.
         #[arg(short, long)]
         output: PathBuf,
-        #[arg(long, value_enum, default_value = "zstd")]
+        /// Compression of the archive. zstd is an extension: appc 0.8.11 readers and rkt's
+        /// actool do not read it, so publish gzip for other tools.
+        #[arg(long, value_enum, default_value = "gzip")]
         compression: CompressionArg,
         /// mtime of every entry, in seconds since the epoch.
         #[arg(long, default_value_t = 0)]

@@ -344,3 +344,33 @@ fn verified_extract_refuses_an_unsigned_image_and_leaves_no_directory() {
     );
     s.assert_nothing_left(&dir);
 }
+
+#[test]
+fn build_writes_gzip_unless_zstd_is_asked_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("img");
+    std::fs::create_dir_all(src.join("rootfs")).unwrap();
+    std::fs::copy(example("image.json"), src.join("manifest")).unwrap();
+    let magic = |extra: &[&str]| {
+        let aci = dir.path().join("x.aci");
+        let mut args = vec![
+            "aci",
+            "build",
+            src.to_str().unwrap(),
+            "-o",
+            aci.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        let out = builder(&args);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        std::fs::read(&aci).unwrap()[..4].to_vec()
+    };
+    assert_eq!(magic(&[])[..2], [0x1f, 0x8b], "default is not gzip");
+    assert_eq!(
+        magic(&["--compression", "zstd"]),
+        [0x28, 0xb5, 0x2f, 0xfd],
+        "zstd on request"
+    );
+    let help = text(&builder(&["aci", "build", "--help"]).stdout);
+    assert!(help.contains("zstd is an extension"), "{help}");
+}
