@@ -160,6 +160,12 @@ fn build(
         preserve_owners,
         xattrs: true,
     };
+    if compression == Compression::Zstd {
+        log::info!(
+            "{}: zstd is our extension; appc 0.8.11 readers and rkt's actool cannot read it",
+            output.display()
+        );
+    }
     let mut out = BufWriter::new(tmp.as_file());
     let id = archive::write_aci(dir, &mut out, &opts)
         .with_context(|| format!("building an ACI from {}", dir.display()))?;
@@ -173,7 +179,7 @@ fn build(
     // leaving the rootfs, a device node, ...) must not be published.
     let written =
         File::open(tmp.path()).with_context(|| format!("reading back {}", tmp.path().display()))?;
-    archive::read_aci(
+    let summary = archive::read_aci(
         BufReader::with_capacity(1 << 20, written),
         &ReadOptions::default(),
     )
@@ -184,6 +190,13 @@ fn build(
             dir.display()
         )
     })?;
+    log::info!(
+        "{}: {} compression, {} entries, {} bytes of tar, read back and checked",
+        output.display(),
+        summary.compression.name(),
+        summary.entries,
+        summary.tar_size
+    );
     // Temp files are created 0600; an image is meant to be published.
     std::fs::set_permissions(
         tmp.path(),
