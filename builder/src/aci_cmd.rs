@@ -72,7 +72,7 @@ pub enum ArchiveCommand {
     },
     /// Unpack an ACI safely into a new directory (`DIR/manifest` and `DIR/rootfs/`).
     #[command(
-        after_help = "Example:\n  builder aci extract hello.aci ./hello-tree\n  builder aci extract hello.aci ./rootfs --rootfs-only\n  builder aci extract hello.aci ./hello-tree --trust /etc/aci/trust\n\nLike `rkt image extract`. Absolute paths, `..`, links leaving the rootfs, duplicate entries\nand device nodes (unless --allow-devices) are refused; nothing is written outside DIR.\n\nWith --trust or --key the signature (FILE.minisig) is checked in the same read of FILE\nthat unpacks it, and DIR appears only if the signature verifies.",
+        after_help = "Example:\n  builder aci extract hello.aci ./hello-tree --trust /etc/aci/trust\n  builder aci extract hello.aci ./rootfs --rootfs-only --key release.pub\n  builder aci extract hello.aci ./hello-tree --insecure-allow-unsigned\n\nLike `rkt image extract`. Absolute paths, `..`, links leaving the rootfs, duplicate entries\nand device nodes (unless --allow-devices) are refused; nothing is written outside DIR.\n\nThe signature (FILE.minisig) is checked against --trust or --key, and DIR appears only if it\nverifies; --insecure-allow-unsigned unpacks without any check.",
         group(clap::ArgGroup::new("verify").args(["trust", "key"]))
     )]
     Extract {
@@ -99,6 +99,9 @@ pub enum ArchiveCommand {
         /// With --trust or --key: the signature file (default: FILE.minisig).
         #[arg(long, requires = "verify")]
         signature: Option<PathBuf>,
+        /// INSECURE: unpack without checking any signature (a warning is printed).
+        #[arg(long, conflicts_with = "verify")]
+        insecure_allow_unsigned: bool,
     },
 }
 
@@ -122,11 +125,19 @@ pub fn run(cmd: ArchiveCommand) -> anyhow::Result<()> {
             key,
             name,
             signature,
+            insecure_allow_unsigned,
         } => {
             let authority = match (trust, key) {
                 (Some(dir), _) => Some(fetch_cmd::Authority::Trust { dir, name }),
                 (None, Some(key)) => Some(fetch_cmd::Authority::Key(key)),
-                (None, None) => None,
+                (None, None) if insecure_allow_unsigned => None,
+                (None, None) => bail!(
+                    "extracting {} into {}: no signature check was asked for; give --trust DIR \
+                     or --key FILE to verify it, or --insecure-allow-unsigned to unpack it \
+                     unverified",
+                    file.display(),
+                    dir.display()
+                ),
             };
             extract(
                 &file,
@@ -317,6 +328,10 @@ fn extract(
     if let Some(authority) = authority {
         return fetch_cmd::extract_verified(file, dir, &opts, authority, signature);
     }
+    log::warn!(
+        "INSECURE: extracting {} without checking its signature",
+        file.display()
+    );
     let summary = archive::unpack(open(file)?, dir, &opts)
         .with_context(|| format!("extracting {} into {}", file.display(), dir.display()))?;
     println!(

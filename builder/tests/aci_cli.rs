@@ -346,6 +346,38 @@ fn verified_extract_refuses_an_unsigned_image_and_leaves_no_directory() {
 }
 
 #[test]
+fn extract_without_a_signature_check_is_refused_unless_insecure_is_asked_for() {
+    let s = Signed::new(false);
+    let out_dir = s.path("out");
+    let extract = |extra: &[&str]| {
+        let mut args = vec![
+            "aci",
+            "extract",
+            s.aci.to_str().unwrap(),
+            out_dir.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        builder(&args)
+    };
+    let out = extract(&[]);
+    assert!(!out.status.success(), "accepted: {}", text(&out.stdout));
+    let err = text(&out.stderr);
+    for flag in ["--trust", "--key", "--insecure-allow-unsigned"] {
+        assert!(err.contains(flag), "{flag} not named: {err}");
+    }
+    assert!(!out_dir.exists(), "unpacked without a check");
+
+    let out = extract(&["--insecure-allow-unsigned"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("warning: INSECURE"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(out_dir.join("rootfs/etc/data").is_file());
+}
+
+#[test]
 fn build_writes_gzip_unless_zstd_is_asked_for() {
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("img");
