@@ -103,7 +103,7 @@ fn relay_console(mut console: impl Read, qmp: &Path, powerdown_after: Option<Dur
                 std::thread::spawn(move || {
                     std::thread::sleep(after);
                     if let Err(e) = powerdown(&qmp) {
-                        eprintln!("run: could not send system_powerdown: {e:#}");
+                        log::warn!("run: could not send system_powerdown: {e:#}");
                     }
                 });
             }

@@ -94,7 +94,11 @@ fn verbose_flag_shows_info_records_and_the_default_does_not() {
     let aci = dir.path().join("x.aci");
     let out = builder(&["aci", "build", p(&src), "-o", p(&aci)]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(!text(&out.stderr).contains("info:"), "{}", text(&out.stderr));
+    assert!(
+        !text(&out.stderr).contains("info:"),
+        "{}",
+        text(&out.stderr)
+    );
 
     // Global: accepted after the subcommand too.
     let out = builder(&["aci", "build", p(&src), "-o", p(&aci), "-v"]);
