@@ -14,10 +14,11 @@ use crate::fetch_cmd;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum CompressionArg {
-    /// zstd (our extension; fastest to unpack).
-    Zstd,
-    /// gzip (what the reference appc tools and rkt read).
+    /// What every appc reader takes (appc 0.8.11 tools and rkt's actool read only gzip, bzip2
+    /// and xz).
     Gzip,
+    /// Faster to unpack, but an extension of ours: other appc tools may not read it.
+    Zstd,
     /// An uncompressed tar.
     None,
 }
@@ -36,7 +37,7 @@ impl From<CompressionArg> for Compression {
 pub enum ArchiveCommand {
     /// Build a deterministic ACI from a directory holding `manifest` and `rootfs/`.
     #[command(
-        after_help = "Example:\n  builder aci build ./hello -o hello.aci\n  builder aci build ./hello -o hello.aci --compression gzip   # for rkt/actool\n\nThe manifest is validated first. Entries are sorted, every mtime is --mtime (default 0) and\nowners are 0 unless --preserve-owners, so the same tree always gives the same bytes."
+        after_help = "Example:\n  builder aci build ./hello -o hello.aci\n  builder aci build ./hello -o hello.aci --compression zstd   # our extension\n\nThe manifest is validated first. Entries are sorted, every mtime is --mtime (default 0) and\nowners are 0 unless --preserve-owners, so the same tree always gives the same bytes."
     )]
     Build {
         /// Directory with `manifest` (an Image Manifest) and `rootfs/`.
@@ -44,7 +45,9 @@ pub enum ArchiveCommand {
         /// Output file.
         #[arg(short, long)]
         output: PathBuf,
-        #[arg(long, value_enum, default_value = "zstd")]
+        /// Compression of the archive. zstd is an extension: appc 0.8.11 readers and rkt's
+        /// actool do not read it, so publish gzip for other tools.
+        #[arg(long, value_enum, default_value = "gzip")]
         compression: CompressionArg,
         /// mtime of every entry, in seconds since the epoch.
         #[arg(long, default_value_t = 0)]
@@ -69,7 +72,7 @@ pub enum ArchiveCommand {
     },
     /// Unpack an ACI safely into a new directory (`DIR/manifest` and `DIR/rootfs/`).
     #[command(
-        after_help = "Example:\n  builder aci extract hello.aci ./hello-tree\n  builder aci extract hello.aci ./rootfs --rootfs-only\n  builder aci extract hello.aci ./hello-tree --trust /etc/aci/trust\n\nLike `rkt image extract`. Absolute paths, `..`, links leaving the rootfs, duplicate entries\nand device nodes (unless --allow-devices) are refused; nothing is written outside DIR.\n\nWith --trust or --key the signature (FILE.minisig) is checked in the same read of FILE\nthat unpacks it, and DIR appears only if the signature verifies.",
+        after_help = "Example:\n  builder aci extract hello.aci ./hello-tree --trust /etc/aci/trust\n  builder aci extract hello.aci ./rootfs --rootfs-only --key release.pub\n  builder aci extract hello.aci ./hello-tree --insecure-allow-unsigned\n\nLike `rkt image extract`. Absolute paths, `..`, links leaving the rootfs, duplicate entries\nand device nodes (unless --allow-devices) are refused; nothing is written outside DIR.\n\nThe signature (FILE.minisig) is checked against --trust or --key, and DIR appears only if it\nverifies; --insecure-allow-unsigned unpacks without any check.",
         group(clap::ArgGroup::new("verify").args(["trust", "key"]))
     )]
     Extract {
@@ -96,6 +99,9 @@ pub enum ArchiveCommand {
         /// With --trust or --key: the signature file (default: FILE.minisig).
         #[arg(long, requires = "verify")]
         signature: Option<PathBuf>,
+        /// INSECURE: unpack without checking any signature (a warning is printed).
+        #[arg(long, conflicts_with = "verify")]
+        insecure_allow_unsigned: bool,
     },
 }
 
@@ -119,11 +125,19 @@ pub fn run(cmd: ArchiveCommand) -> anyhow::Result<()> {
             key,
             name,
             signature,
+            insecure_allow_unsigned,
         } => {
             let authority = match (trust, key) {
                 (Some(dir), _) => Some(fetch_cmd::Authority::Trust { dir, name }),
                 (None, Some(key)) => Some(fetch_cmd::Authority::Key(key)),
-                (None, None) => None,
+                (None, None) if insecure_allow_unsigned => None,
+                (None, None) => bail!(
+                    "extracting {} into {}: no signature check was asked for; give --trust DIR \
+                     or --key FILE to verify it, or --insecure-allow-unsigned to unpack it \
+                     unverified",
+                    file.display(),
+                    dir.display()
+                ),
             };
             extract(
                 &file,
@@ -157,6 +171,12 @@ fn build(
         preserve_owners,
         xattrs: true,
     };
+    if compression == Compression::Zstd {
+        log::info!(
+            "{}: zstd is our extension; appc 0.8.11 readers and rkt's actool cannot read it",
+            output.display()
+        );
+    }
     let mut out = BufWriter::new(tmp.as_file());
     let id = archive::write_aci(dir, &mut out, &opts)
         .with_context(|| format!("building an ACI from {}", dir.display()))?;
@@ -170,7 +190,7 @@ fn build(
     // leaving the rootfs, a device node, ...) must not be published.
     let written =
         File::open(tmp.path()).with_context(|| format!("reading back {}", tmp.path().display()))?;
-    archive::read_aci(
+    let summary = archive::read_aci(
         BufReader::with_capacity(1 << 20, written),
         &ReadOptions::default(),
     )
@@ -181,6 +201,13 @@ fn build(
             dir.display()
         )
     })?;
+    log::info!(
+        "{}: {} compression, {} entries, {} bytes of tar, read back and checked",
+        output.display(),
+        summary.compression.name(),
+        summary.entries,
+        summary.tar_size
+    );
     // Temp files are created 0600; an image is meant to be published.
     std::fs::set_permissions(
         tmp.path(),
@@ -301,6 +328,10 @@ fn extract(
     if let Some(authority) = authority {
         return fetch_cmd::extract_verified(file, dir, &opts, authority, signature);
     }
+    log::warn!(
+        "INSECURE: extracting {} without checking its signature",
+        file.display()
+    );
     let summary = archive::unpack(open(file)?, dir, &opts)
         .with_context(|| format!("extracting {} into {}", file.display(), dir.display()))?;
     println!(

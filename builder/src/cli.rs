@@ -14,6 +14,12 @@ use crate::{aci_cmd, fetch_cmd, sign_cmd};
     after_help = "Example:\n  builder build images/hello.toml -o out/\n  builder run images/hello.toml --arch aarch64"
 )]
 pub struct Cli {
+    /// Say more: -v info, -vv debug (warnings are always shown unless -q).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Print errors only, no warnings.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
     #[command(subcommand)]
     pub command: Command,
 }

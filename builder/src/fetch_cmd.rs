@@ -108,7 +108,7 @@ pub fn run(cmd: FetchCommand) -> anyhow::Result<()> {
                 let store = Store::open(&dir)
                     .with_context(|| format!("opening the image store {}", dir.display()))?;
                 let fetched = discovery::fetch_into_store(&app, &client, &trust, &store, &opts)?;
-                report(&app, fetched.stored.record.id.as_str(), &fetched.verified);
+                report(fetched.stored.record.id.as_str(), &fetched.verified);
                 println!(
                     "stored {}",
                     store.blob_path(&fetched.stored.record.id).display()
@@ -122,7 +122,7 @@ pub fn run(cmd: FetchCommand) -> anyhow::Result<()> {
                 bail!("give -o FILE or --store DIR");
             };
             let fetched = discovery::fetch_image(&app, &client, &trust, &output, &opts)?;
-            report(&app, &fetched.image_id, &fetched.verified);
+            report(&fetched.image_id, &fetched.verified);
             println!("wrote {}", fetched.path.display());
             Ok(())
         }
@@ -226,15 +226,13 @@ pub(crate) fn extract_verified(
     Ok(())
 }
 
-fn report(app: &App, id: &str, verified: &Verified) {
+fn report(id: &str, verified: &Verified) {
     match verified {
         Verified::Signed { key, scope, .. } => {
             println!("{id}: signed by {key} (trusted for {scope})")
         }
-        Verified::UnsignedAllowed => {
-            eprintln!("warning: INSECURE: {app} is not signed");
-            println!("{id}: UNSIGNED")
-        }
+        // `aci` has already logged the INSECURE warning when it let the image through.
+        Verified::UnsignedAllowed => println!("{id}: UNSIGNED"),
     }
 }
 
@@ -245,7 +243,7 @@ fn parse_app(s: &str) -> anyhow::Result<App> {
 
 fn client(insecure_http: bool, cache: Option<PathBuf>) -> anyhow::Result<HttpClient> {
     if insecure_http {
-        eprintln!("warning: INSECURE: plain HTTP is allowed");
+        log::warn!("INSECURE: plain HTTP is allowed");
     }
     Ok(HttpClient::new(HttpOptions {
         allow_http: insecure_http,

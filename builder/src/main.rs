@@ -7,6 +7,7 @@ mod image;
 mod init_build;
 mod initramfs;
 mod kernel;
+mod logging;
 mod paths;
 mod run;
 mod sign_cmd;
@@ -18,6 +19,7 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
+    logging::init(logging::level(cli.verbose, cli.quiet));
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

@@ -2,7 +2,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -53,8 +53,8 @@ pub fn qemu_command(built: &Built, opts: &RunOptions, qmp: Option<&Path>) -> Res
 const READY_MARKER: &[u8] = b"init: ready";
 
 pub fn run(built: &Built, opts: &RunOptions) -> Result<()> {
-    let qmp_dir = tempfile_dir()?;
-    let qmp = qmp_dir.join("qmp.sock");
+    let qmp_dir = socket_dir()?;
+    let qmp = qmp_dir.path().join("qmp.sock");
     let mut cmd = qemu_command(built, opts, Some(&qmp))?;
     eprintln!(
         "run: booting {} ({}); quit with Ctrl-A X",
@@ -69,7 +69,7 @@ pub fn run(built: &Built, opts: &RunOptions) -> Result<()> {
     let relay = std::thread::spawn(move || relay_console(console, &qmp, powerdown_after));
     let status = child.wait().context("waiting for QEMU")?;
     let _ = relay.join();
-    let _ = std::fs::remove_dir_all(&qmp_dir);
+    drop(qmp_dir);
     if !status.success() {
         bail!("QEMU exited with {status}");
     }
@@ -103,7 +103,7 @@ fn relay_console(mut console: impl Read, qmp: &Path, powerdown_after: Option<Dur
                 std::thread::spawn(move || {
                     std::thread::sleep(after);
                     if let Err(e) = powerdown(&qmp) {
-                        eprintln!("run: could not send system_powerdown: {e:#}");
+                        log::warn!("run: could not send system_powerdown: {e:#}");
                     }
                 });
             }
@@ -113,10 +113,15 @@ fn relay_console(mut console: impl Read, qmp: &Path, powerdown_after: Option<Dur
     }
 }
 
-fn tempfile_dir() -> Result<PathBuf> {
-    let d = std::env::temp_dir().join(format!("builder-run-{}", std::process::id()));
-    std::fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;
-    Ok(d)
+/// A fresh directory for the QMP socket, mode 0700 under a random name and removed on drop:
+/// whoever can connect to the socket controls the VM, and a name others can predict in the
+/// shared temp directory could be taken over before we create it.
+fn socket_dir() -> Result<tempfile::TempDir> {
+    tempfile::Builder::new()
+        .prefix("builder-run-")
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .context("creating a private directory for QEMU's QMP socket")
 }
 
 /// Sends `system_powerdown` over QMP: the guest sees its power button pressed.
@@ -161,4 +166,30 @@ pub fn powerdown(socket: &Path) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    #[test]
+    fn qmp_socket_dir_is_private_fresh_and_removed_after() {
+        // The name the socket directory used to have: squatting it must change nothing.
+        let old = std::env::temp_dir().join(format!("builder-run-{}", std::process::id()));
+        std::fs::create_dir_all(&old).unwrap();
+        std::fs::set_permissions(&old, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let a = socket_dir().unwrap();
+        let b = socket_dir().unwrap();
+        std::fs::remove_dir(&old).unwrap();
+        assert_ne!(a.path(), old);
+        assert_ne!(a.path(), b.path());
+        let meta = std::fs::symlink_metadata(a.path()).unwrap();
+        assert!(meta.is_dir());
+        assert_eq!(meta.permissions().mode() & 0o7777, 0o700);
+        let path = a.path().to_path_buf();
+        drop(a);
+        assert!(!path.exists(), "{} left behind", path.display());
+    }
 }

@@ -344,3 +344,65 @@ fn verified_extract_refuses_an_unsigned_image_and_leaves_no_directory() {
     );
     s.assert_nothing_left(&dir);
 }
+
+#[test]
+fn extract_without_a_signature_check_is_refused_unless_insecure_is_asked_for() {
+    let s = Signed::new(false);
+    let out_dir = s.path("out");
+    let extract = |extra: &[&str]| {
+        let mut args = vec![
+            "aci",
+            "extract",
+            s.aci.to_str().unwrap(),
+            out_dir.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        builder(&args)
+    };
+    let out = extract(&[]);
+    assert!(!out.status.success(), "accepted: {}", text(&out.stdout));
+    let err = text(&out.stderr);
+    for flag in ["--trust", "--key", "--insecure-allow-unsigned"] {
+        assert!(err.contains(flag), "{flag} not named: {err}");
+    }
+    assert!(!out_dir.exists(), "unpacked without a check");
+
+    let out = extract(&["--insecure-allow-unsigned"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("warning: INSECURE"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(out_dir.join("rootfs/etc/data").is_file());
+}
+
+#[test]
+fn build_writes_gzip_unless_zstd_is_asked_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("img");
+    std::fs::create_dir_all(src.join("rootfs")).unwrap();
+    std::fs::copy(example("image.json"), src.join("manifest")).unwrap();
+    let magic = |extra: &[&str]| {
+        let aci = dir.path().join("x.aci");
+        let mut args = vec![
+            "aci",
+            "build",
+            src.to_str().unwrap(),
+            "-o",
+            aci.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        let out = builder(&args);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        std::fs::read(&aci).unwrap()[..4].to_vec()
+    };
+    assert_eq!(magic(&[])[..2], [0x1f, 0x8b], "default is not gzip");
+    assert_eq!(
+        magic(&["--compression", "zstd"]),
+        [0x28, 0xb5, 0x2f, 0xfd],
+        "zstd on request"
+    );
+    let help = text(&builder(&["aci", "build", "--help"]).stdout);
+    assert!(help.contains("zstd is an extension"), "{help}");
+}

@@ -142,8 +142,17 @@ impl<W: Write> FinishWrite for zstd::stream::write::Encoder<'static, W> {
 /// are built once and fetched many times.
 const ZSTD_LEVEL: i32 = 10;
 
-/// Wraps `w` in the chosen encoder. Every encoder here is deterministic: gzip headers carry no
-/// mtime or name (flate2's default), zstd runs single-threaded.
+/// zlib's default level, named so that a change of flate2's default cannot change our bytes
+/// (and with them the hash a signature covers).
+#[cfg(feature = "gzip")]
+const GZIP_LEVEL: u32 = 6;
+
+/// "Unknown" in the gzip header's OS byte: the build host is none of the reader's business.
+#[cfg(feature = "gzip")]
+const GZIP_OS_UNKNOWN: u8 = 255;
+
+/// Wraps `w` in the chosen encoder. Every encoder here is deterministic: the gzip header carries
+/// mtime 0 and no name or comment, at a fixed level; zstd runs single-threaded.
 pub(crate) fn compress<'a, W: Write + 'a>(
     w: W,
     kind: Compression,
@@ -151,10 +160,12 @@ pub(crate) fn compress<'a, W: Write + 'a>(
     match kind {
         Compression::None => Ok(Box::new(Plain(w))),
         #[cfg(feature = "gzip")]
-        Compression::Gzip => Ok(Box::new(flate2::write::GzEncoder::new(
-            w,
-            flate2::Compression::default(),
-        ))),
+        Compression::Gzip => Ok(Box::new(
+            flate2::GzBuilder::new()
+                .mtime(0)
+                .operating_system(GZIP_OS_UNKNOWN)
+                .write(w, flate2::Compression::new(GZIP_LEVEL)),
+        )),
         #[cfg(feature = "zstd")]
         Compression::Zstd => Ok(Box::new(
             zstd::stream::write::Encoder::new(w, ZSTD_LEVEL).map_err(ArchiveError::WriteArchive)?,
@@ -201,5 +212,22 @@ mod tests {
             r.read_to_end(&mut back).unwrap();
             assert_eq!(back, tar);
         }
+    }
+
+    #[test]
+    fn gzip_header_names_no_file_and_no_time_so_output_is_repeatable() {
+        let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        let encode = || {
+            let mut out = Vec::new();
+            let mut w = compress(&mut out, Compression::Gzip).unwrap();
+            w.write_all(&data).unwrap();
+            w.finish_box().unwrap();
+            out
+        };
+        let a = encode();
+        // ID1 ID2 CM=deflate, FLG=0 (no FNAME, FCOMMENT, FEXTRA), MTIME=0, XFL=0 (level 6),
+        // OS=unknown.
+        assert_eq!(a[..10], [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 255]);
+        assert_eq!(a, encode());
     }
 }

@@ -17,6 +17,8 @@ use super::{ArchiveError, manifest_view};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WriteOptions {
+    /// gzip by default: appc 0.8.11 readers and rkt's `actool` read only gzip, bzip2 and xz, so
+    /// zstd (our extension) is written only when asked for.
     pub compression: Compression,
     /// Every entry's mtime (seconds since the epoch); builds stay reproducible.
     pub mtime: u64,
@@ -30,7 +32,7 @@ pub struct WriteOptions {
 impl Default for WriteOptions {
     fn default() -> Self {
         WriteOptions {
-            compression: Compression::Zstd,
+            compression: Compression::Gzip,
             mtime: 0,
             preserve_owners: false,
             xattrs: true,
@@ -293,4 +295,23 @@ fn read_xattrs(path: &Path) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
     }
     out.sort();
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_options_write_gzip_that_other_appc_tools_read() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir(dir.path().join("rootfs")).unwrap();
+        fs::write(
+            dir.path().join("manifest"),
+            r#"{"acKind":"ImageManifest","acVersion":"0.8.11","name":"example.com/x"}"#,
+        )
+        .unwrap();
+        let mut out = Vec::new();
+        write_aci(dir.path(), &mut out, &WriteOptions::default()).unwrap();
+        assert_eq!(compression::detect(&out), Some(Compression::Gzip));
+    }
 }
