@@ -5,14 +5,15 @@
 # `python3 -m http.server` on 127.0.0.1:80 (discovery needs the default port), then times two
 # comparisons, best of RUNS each, with `sync` before every timed command:
 #   with download: baseline  curl -o FILE && sha512sum FILE && tar -xf FILE -C DIR
-#                  ours      builder aci fetch NAME --store STORE  (one command, one pass:
-#                            discovery, signature first, download teed into the BLAKE2b
-#                            prehash, the store's temp blob and an unpack thread; fsync and
-#                            rename into the store only after the signature and manifest check)
+#                  ours      builder aci fetch NAME --store STORE  (one command: discovery,
+#                            the signature and its key first, the download teed into the
+#                            BLAKE2b prehash and the store's temp blob only; once the signature
+#                            verifies, the blob is decompressed, hashed (Image ID) and unpacked;
+#                            fsync and rename into the store after the manifest check)
 #   file only:     baseline  sha512sum FILE && tar -xf FILE -C DIR
-#                  ours      builder aci extract FILE DIR --trust T  (one command, one read:
-#                            the file teed into the BLAKE2b prehash and an unpack thread; the
-#                            tree is renamed into DIR only after the signature check)
+#                  ours      builder aci extract FILE DIR --trust T  (the file is read once for
+#                            the signature, and only after it verifies read again to unpack;
+#                            the tree is renamed into DIR after the manifest's name is admitted)
 # and prints baseline/ours as a speed ratio (>= 0.8 is the target; > 1 means we are faster).
 # Needs root (port 80), python3, curl, tar, bc. SIZE_MB (default 200), RUNS (default 3) and
 # COMPRESSION (default gzip) tune it.
