@@ -203,3 +203,14 @@ impl aci::discovery::Sink for Full {
         Ok(())
     }
 }
+
+#[test]
+fn an_unlimited_timeout_does_not_overflow_the_deadline() {
+    // `Duration::MAX` as "no limit" must not panic when the deadline is computed.
+    let client = client(NOWHERE, NOWHERE, |o| {
+        o.timeout = Duration::MAX;
+        o.connect_timeout = Duration::MAX;
+    });
+    let err = client.get_bytes("http://example.com/x", 1).unwrap_err();
+    assert!(matches!(err, HttpError::Transport { .. }), "{err:?}");
+}

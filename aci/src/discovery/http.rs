@@ -194,7 +194,11 @@ enum Attempt {
 }
 
 impl HttpClient {
-    pub fn new(opts: HttpOptions) -> Result<HttpClient, HttpError> {
+    pub fn new(mut opts: HttpOptions) -> Result<HttpClient, HttpError> {
+        // `Instant + Duration` panics on overflow (here and inside ureq); a year is "no limit".
+        const YEAR: Duration = Duration::from_secs(365 * 24 * 3600);
+        opts.timeout = opts.timeout.min(YEAR);
+        opts.connect_timeout = opts.connect_timeout.min(YEAR);
         // ureq's whole-request deadline, not a per-read timeout: with the deadline ureq sets
         // each socket read's timeout to the time left (two setsockopt calls per 8 KiB read), so
         // neither a trickled head nor a trickled body outlives it. A per-read timeout alone
