@@ -172,7 +172,7 @@ pub fn unpack(src: &Source, cache: &Path) -> Result<PathBuf> {
     fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
     let tmp = root.join(format!(".unpack-{}", std::process::id()));
     let _ = fs::remove_dir_all(&tmp);
-    fs::create_dir_all(&tmp)?;
+    fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
     eprintln!("kernel: unpacking {}", src.tarball.display());
     let status = Command::new("tar")
         .arg("-xf")
