@@ -37,8 +37,9 @@ pub struct HttpOptions {
     /// Allow `http://` URLs, and redirects from HTTPS to HTTP. Off by default.
     pub allow_http: bool,
     pub connect_timeout: Duration,
-    /// Limit on a whole request, body included (checked between reads of the body; one read
-    /// waits at most this long or 30 s, whichever is less).
+    /// Limit on one attempt of a request: connecting, the TLS handshake, the head and the
+    /// whole body. Every socket read waits at most the time left, so a server that trickles
+    /// bytes is cut off at this deadline. Each retry gets a fresh deadline.
     pub timeout: Duration,
     pub max_redirects: u32,
     /// Extra attempts after a transport error or a 5xx/429 answer. A refused connection is
@@ -98,6 +99,7 @@ pub enum HttpError {
     TooManyRedirects { url: String, max: u32 },
     #[error("{url}: the body is larger than the limit of {limit} bytes")]
     TooLarge { url: String, limit: u64 },
+    /// `message` is ureq's description without the URL, which this variant already names.
     #[error("{url}: request failed after {attempts} attempt(s): {message}")]
     Transport {
         url: String,
@@ -106,7 +108,9 @@ pub enum HttpError {
         /// Worth retrying (timeouts, resets, name resolution), unlike a refused connection.
         transient: bool,
     },
-    #[error("{url}: reading the body")]
+    #[error("{url}: no complete answer within the request timeout of {timeout:?}")]
+    TimedOut { url: String, timeout: Duration },
+    #[error("{url}: storing the body")]
     Body {
         url: String,
         #[source]
@@ -114,7 +118,7 @@ pub enum HttpError {
     },
     #[error("{url}: 304 Not Modified, but the cached copy is gone")]
     NotModifiedWithoutCache { url: String },
-    #[error("cache {path}")]
+    #[error("using the HTTP cache file {path}")]
     Cache {
         path: PathBuf,
         #[source]
@@ -190,15 +194,18 @@ enum Attempt {
 }
 
 impl HttpClient {
-    pub fn new(opts: HttpOptions) -> Result<HttpClient, HttpError> {
-        // Per-read timeouts rather than ureq's whole-request deadline: the deadline makes ureq
-        // reset the socket timeouts (two setsockopt calls) before every 8 KiB read. The
-        // whole-request limit is checked in `stream_body` instead.
-        let read_timeout = opts.timeout.min(Duration::from_secs(30));
+    pub fn new(mut opts: HttpOptions) -> Result<HttpClient, HttpError> {
+        // `Instant + Duration` panics on overflow (here and inside ureq); a year is "no limit".
+        const YEAR: Duration = Duration::from_secs(365 * 24 * 3600);
+        opts.timeout = opts.timeout.min(YEAR);
+        opts.connect_timeout = opts.connect_timeout.min(YEAR);
+        // ureq's whole-request deadline, not a per-read timeout: with the deadline ureq sets
+        // each socket read's timeout to the time left (two setsockopt calls per 8 KiB read), so
+        // neither a trickled head nor a trickled body outlives it. A per-read timeout alone
+        // lets a server that sends a byte every few seconds hold a request for days.
         let mut builder = ureq::AgentBuilder::new()
             .timeout_connect(opts.connect_timeout)
-            .timeout_read(read_timeout)
-            .timeout_write(read_timeout)
+            .timeout(opts.timeout)
             // Redirects are followed in `get` so every hop is checked against the scheme rule.
             .redirects(0)
             .user_agent(&opts.user_agent);
@@ -245,20 +252,6 @@ impl HttpClient {
         let mut body = Vec::new();
         let fetched = self.get(url, limit, &mut body)?;
         Ok((body, fetched))
-    }
-
-    /// GETs `url` into `path` (created or truncated), refusing bodies over `limit` bytes.
-    pub fn get_to_file(&self, url: &str, path: &Path, limit: u64) -> Result<Fetched, HttpError> {
-        let mut file = File::create(path).map_err(|source| HttpError::Body {
-            url: url.into(),
-            source,
-        })?;
-        let fetched = self.get(url, limit, &mut file)?;
-        file.sync_all().map_err(|source| HttpError::Body {
-            url: url.into(),
-            source,
-        })?;
-        Ok(fetched)
     }
 
     /// GETs `url` into `sink`, following redirects, retrying transient failures and using the
@@ -315,7 +308,7 @@ impl HttpClient {
             .cache_dir
             .as_deref()
             .map(|d| CacheEntry::new(d, url));
-        let started = Instant::now();
+        let deadline = Instant::now() + self.opts.timeout;
         let mut req = self.agent.request_url("GET", url);
         let cached_etag = cache.as_ref().and_then(CacheEntry::etag);
         if let Some(etag) = &cached_etag {
@@ -329,19 +322,8 @@ impl HttpClient {
                     status,
                 });
             }
-            Err(e) => {
-                let refused = match &e {
-                    ureq::Error::Transport(t) => std::error::Error::source(t)
-                        .and_then(|s| s.downcast_ref::<io::Error>())
-                        .is_some_and(|io| io.kind() == io::ErrorKind::ConnectionRefused),
-                    ureq::Error::Status(..) => false,
-                };
-                return Err(HttpError::Transport {
-                    url: url.to_string(),
-                    attempts: attempt,
-                    message: e.to_string(),
-                    transient: !refused,
-                });
+            Err(ureq::Error::Transport(t)) => {
+                return Err(self.transport_error(url, attempt, deadline, &t));
             }
         };
         let status = resp.status();
@@ -402,7 +384,8 @@ impl HttpClient {
                 url,
                 limit,
                 attempt,
-                deadline: started + self.opts.timeout,
+                deadline,
+                timeout: self.opts.timeout,
             },
             sink,
             tee.as_mut().map(|(f, _)| f),
@@ -430,6 +413,47 @@ impl HttpClient {
             size,
         }))
     }
+
+    fn transport_error(
+        &self,
+        url: &Url,
+        attempts: u32,
+        deadline: Instant,
+        t: &ureq::Transport,
+    ) -> HttpError {
+        let io = std::error::Error::source(t).and_then(|s| s.downcast_ref::<io::Error>());
+        let kind = io.map(io::Error::kind);
+        if kind.is_some_and(is_timeout) && past(deadline) {
+            return HttpError::TimedOut {
+                url: url.to_string(),
+                timeout: self.opts.timeout,
+            };
+        }
+        // ureq's own Display starts with the URL; rebuild it without.
+        let mut message = t.kind().to_string();
+        if let Some(m) = t.message() {
+            message = format!("{message}: {m}");
+        }
+        if let Some(s) = std::error::Error::source(t) {
+            message = format!("{message}: {s}");
+        }
+        HttpError::Transport {
+            url: url.to_string(),
+            attempts,
+            message,
+            transient: kind != Some(io::ErrorKind::ConnectionRefused),
+        }
+    }
+}
+
+/// Unix sockets report an expired `SO_RCVTIMEO` as `WouldBlock`.
+fn is_timeout(kind: io::ErrorKind) -> bool {
+    matches!(kind, io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock)
+}
+
+/// Whether the deadline has passed, allowing for a socket timeout that fires a tick early.
+fn past(deadline: Instant) -> bool {
+    Instant::now() + Duration::from_millis(20) >= deadline
 }
 
 /// Bytes read from the socket per write to the sinks: big writes keep the file, hash and
@@ -441,6 +465,7 @@ struct Body<'a> {
     limit: u64,
     attempt: u32,
     deadline: Instant,
+    timeout: Duration,
 }
 
 /// Copies the body into `sink` (and the cache file), refusing more than `limit` bytes.
@@ -455,18 +480,28 @@ fn stream_body(
         url: url.to_string(),
         source,
     };
-    let transport = |message: String| HttpError::Transport {
-        url: url.to_string(),
-        attempts: body.attempt,
-        message,
-        transient: true,
+    let read_err = |e: io::Error| {
+        if is_timeout(e.kind()) && past(body.deadline) {
+            HttpError::TimedOut {
+                url: url.to_string(),
+                timeout: body.timeout,
+            }
+        } else {
+            HttpError::Transport {
+                url: url.to_string(),
+                attempts: body.attempt,
+                message: format!("reading the body: {e}"),
+                transient: true,
+            }
+        }
     };
     let mut reader = resp.into_reader().take(body.limit.saturating_add(1));
     let mut buf = vec![0u8; BODY_CHUNK];
     let mut size: u64 = 0;
     let mut eof = false;
     while !eof {
-        // Fill the buffer before handing it on.
+        // Fill the buffer before handing it on. This cannot outlive the deadline: ureq bounds
+        // each socket read by the time left and fails the read once it has passed.
         let mut filled = 0;
         while filled < buf.len() {
             match reader.read(&mut buf[filled..]) {
@@ -476,11 +511,8 @@ fn stream_body(
                 }
                 Ok(n) => filled += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(transport(format!("reading the body: {e}"))),
+                Err(e) => return Err(read_err(e)),
             }
-        }
-        if Instant::now() > body.deadline {
-            return Err(transport("the request took longer than its timeout".into()));
         }
         size += filled as u64;
         if size > body.limit {
@@ -500,6 +532,7 @@ fn stream_body(
 fn retryable(e: &HttpError) -> bool {
     match e {
         HttpError::Transport { transient, .. } => *transient,
+        HttpError::TimedOut { .. } => true,
         HttpError::Status { status, .. } => *status >= 500 || *status == 429,
         _ => false,
     }
