@@ -277,7 +277,7 @@ fn fetch_with<R: Receive>(
             // No signature published: the trust store decides (refused unless insecure).
             Err(e) if matches!(e.status(), Some(404 | 410)) => None,
             Err(e) => {
-                log::warn!("image {app}: signature {}: {e}", endpoint.signature);
+                log::warn!("image {app}: fetching its signature failed: {e}");
                 last = Some(e);
                 continue;
             }
