@@ -14,8 +14,9 @@ use rustix::fs::{AtFlags, Dir, FileType, Mode, OFlags, Timespec, Timestamps, Xat
 use rustix::io::Errno;
 
 use super::ArchiveError;
-use super::path::{Components, SymlinkMap};
+use super::path::Components;
 use super::reader::{AciSummary, Entry, EntryKind, EntryMeta, ReadOptions, Sink, walk};
+use super::tree::PathTree;
 
 /// What to lay out in the target directory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -220,7 +221,7 @@ pub(crate) fn unpack_in_place<R: Read>(
 /// writing into it.
 #[derive(Debug, Default)]
 pub(crate) struct Layers {
-    links: SymlinkMap,
+    links: PathTree,
     dirs: BTreeMap<Components, (EntryMeta, String)>,
     rootfs_meta: Option<EntryMeta>,
 }
@@ -553,12 +554,7 @@ impl<'a> UnpackSink<'a> {
         if mode {
             set(
                 "mode",
-                rustix::fs::chmodat(
-                    parent,
-                    leaf,
-                    Mode::from_raw_mode(meta.mode & 0o7777),
-                    AtFlags::empty(),
-                ),
+                chmod_nofollow(parent.as_fd(), leaf, Mode::from_raw_mode(meta.mode & 0o7777)),
             )?;
         }
         set(
@@ -785,6 +781,24 @@ impl Sink for UnpackSink<'_> {
         }
         Ok(())
     }
+}
+
+/// `chmod` of `leaf` that never follows a symlink there (`fchmodat` ignores
+/// `AT_SYMLINK_NOFOLLOW` before Linux 6.6): the node is opened `O_PATH | O_NOFOLLOW`, must not be
+/// a symlink, and is changed through its `/proc/self/fd` entry, which names that very inode.
+pub(crate) fn chmod_nofollow(parent: BorrowedFd<'_>, leaf: &[u8], mode: Mode) -> Result<(), Errno> {
+    let fd = rustix::fs::openat(
+        parent,
+        leaf,
+        OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    let st = rustix::fs::fstat(&fd)?;
+    if FileType::from_raw_mode(st.st_mode) == FileType::Symlink {
+        return Err(Errno::LOOP);
+    }
+    let proc_path = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd));
+    rustix::fs::chmod(proc_path.as_str(), mode)
 }
 
 fn copy(r: &mut dyn Read, w: &mut File) -> io::Result<u64> {
