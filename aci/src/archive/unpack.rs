@@ -851,3 +851,7 @@ pub(crate) fn remove_tree(parent: BorrowedFd<'_>, name: &[u8]) -> io::Result<()>
     rustix::fs::unlinkat(parent, name, AtFlags::REMOVEDIR)?;
     Ok(())
 }
+
+#[cfg(test)]
+#[path = "unpack_tests.rs"]
+mod tests;
