@@ -47,7 +47,8 @@ pub struct Limits {
     /// Most components in an entry name: real trees stay far below; it bounds every per-entry
     /// path walk.
     pub max_path_depth: u64,
-    /// Largest PAX extended header record (`x`, `g`), in bytes, refused before it is read.
+    /// Largest PAX extended header record (`x`, `g`), in bytes, refused before it is read. A
+    /// Linux xattr value can be 64 KiB, so the default leaves room for several of them.
     pub max_pax_size: u64,
     /// Distinct paths remembered while reading (entries and their implicit parents, across the
     /// layers of one render); each costs about a hundred bytes of memory.
@@ -67,7 +68,7 @@ impl Default for Limits {
             max_tar_size: 20 << 30,
             max_path_size: 4096,
             max_path_depth: 256,
-            max_pax_size: 64 << 10,
+            max_pax_size: 1 << 20,
             max_paths: 2_000_000,
         }
     }

@@ -388,7 +388,11 @@ fn hardlink_to_a_contained_symlink_is_still_unpacked() {
 
 #[test]
 fn refuses_xattrs_outside_user_and_capability() {
-    for xattr in ["trusted.overlay.opaque", "trusted.overlay.redirect", "security.selinux"] {
+    for xattr in [
+        "trusted.overlay.opaque",
+        "trusted.overlay.redirect",
+        "security.selinux",
+    ] {
         let mut t = RawTar::aci();
         common::hostile::pax(&mut t, &[(&format!("SCHILY.xattr.{xattr}"), b"y")]);
         let bytes = t.dir("rootfs/d").finish();
@@ -411,7 +415,10 @@ fn sets_only_the_user_xattrs_an_archive_carries() {
     let f = target.join("rootfs/f");
     let mut names = vec![0u8; 4096];
     let n = rustix::fs::listxattr(&f, &mut names[..]).unwrap();
-    let names: Vec<&[u8]> = names[..n].split(|&b| b == 0).filter(|s| !s.is_empty()).collect();
+    let names: Vec<&[u8]> = names[..n]
+        .split(|&b| b == 0)
+        .filter(|s| !s.is_empty())
+        .collect();
     assert_eq!(names, [&b"user.note"[..]]);
     let mut value = [0u8; 16];
     let n = rustix::fs::getxattr(&f, "user.note", &mut value[..]).unwrap();

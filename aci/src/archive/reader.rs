@@ -248,7 +248,8 @@ pub(crate) fn walk<R: Read>(
                     let too_many = |TooManyPaths| ArchiveError::TooManyPaths {
                         limit: limits.max_paths,
                     };
-                    let (node, through) = links.intern(&comps, limits.max_paths).map_err(too_many)?;
+                    let (node, through) =
+                        links.intern(&comps, limits.max_paths).map_err(too_many)?;
                     if links.seen(node).is_some() {
                         return Err(ArchiveError::Duplicate { entry: name });
                     }

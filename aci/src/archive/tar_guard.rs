@@ -176,7 +176,13 @@ fn checksum_ok(h: &[u8; BLOCK as usize]) -> bool {
     let sum: u32 = h
         .iter()
         .enumerate()
-        .map(|(i, &b)| if (148..156).contains(&i) { 32 } else { u32::from(b) })
+        .map(|(i, &b)| {
+            if (148..156).contains(&i) {
+                32
+            } else {
+                u32::from(b)
+            }
+        })
         .sum();
     octal(&h[148..156]) == Some(u64::from(sum))
 }
@@ -186,7 +192,11 @@ fn checksum_ok(h: &[u8; BLOCK as usize]) -> bool {
 fn size_field(h: &[u8; BLOCK as usize]) -> Option<u64> {
     let field = &h[124..136];
     if field[0] & 0x80 != 0 {
-        Some(field[4..].iter().fold(0u64, |v, &b| (v << 8) | u64::from(b)))
+        Some(
+            field[4..]
+                .iter()
+                .fold(0u64, |v, &b| (v << 8) | u64::from(b)),
+        )
     } else {
         octal(field)
     }

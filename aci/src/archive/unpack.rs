@@ -554,7 +554,11 @@ impl<'a> UnpackSink<'a> {
         if mode {
             set(
                 "mode",
-                chmod_nofollow(parent.as_fd(), leaf, Mode::from_raw_mode(meta.mode & 0o7777)),
+                chmod_nofollow(
+                    parent.as_fd(),
+                    leaf,
+                    Mode::from_raw_mode(meta.mode & 0o7777),
+                ),
             )?;
         }
         set(

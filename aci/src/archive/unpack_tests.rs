@@ -97,17 +97,16 @@ fn chmod_of_a_special_file_never_follows_a_symlink_at_its_place() {
     let sb = tempfile::tempdir().unwrap();
     let victim = sb.path().join("victim");
     std::fs::write(&victim, b"x").unwrap();
-    std::fs::set_permissions(
-        &victim,
-        std::os::unix::fs::PermissionsExt::from_mode(0o644),
-    )
-    .unwrap();
+    std::fs::set_permissions(&victim, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
     std::os::unix::fs::symlink(&victim, sb.path().join("node")).unwrap();
     let dir = File::open(sb.path()).unwrap();
     let res = chmod_nofollow(dir.as_fd(), b"node", Mode::from_raw_mode(0o4777));
     assert!(res.is_err());
     let mode = std::fs::metadata(&victim).unwrap().permissions();
-    assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode) & 0o7777, 0o644);
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode) & 0o7777,
+        0o644
+    );
 
     rustix::fs::mknodat(&dir, "fifo", FileType::Fifo, Mode::from_raw_mode(0o600), 0).unwrap();
     chmod_nofollow(dir.as_fd(), b"fifo", Mode::from_raw_mode(0o640)).unwrap();

@@ -21,10 +21,7 @@ pub fn pax_record(key: &str, value: &[u8]) -> Vec<u8> {
 
 /// Appends a PAX extended header for the next entry.
 pub fn pax(t: &mut RawTar, records: &[(&str, &[u8])]) {
-    let data: Vec<u8> = records
-        .iter()
-        .flat_map(|(k, v)| pax_record(k, v))
-        .collect();
+    let data: Vec<u8> = records.iter().flat_map(|(k, v)| pax_record(k, v)).collect();
     t.entry("PaxHeaders/x", b'x', "", &data, 0o644);
 }
 
