@@ -6,6 +6,7 @@
 //! each entry is checked against the appc layout and our safety rules before a sink sees it.
 
 pub mod compression;
+mod fs_sink;
 mod image_id;
 pub mod manifest_view;
 pub(crate) mod path;

@@ -3,6 +3,9 @@
 
 use super::*;
 use crate::archive::ArchiveError;
+use crate::archive::fs_sink::chmod_nofollow;
+use rustix::fs::{AtFlags, FileType};
+use std::fs::File;
 
 const MANIFEST: &str = r#"{"acKind":"ImageManifest","acVersion":"0.8.11","name":"example.com/layer","labels":[{"name":"os","value":"linux"}]}"#;
 
