@@ -236,6 +236,36 @@ mod tests {
     }
 
     #[test]
+    fn reads_base_256_sizes_as_the_tar_crate_does() {
+        let mut h = tar::Header::new_gnu();
+        h.set_path("x").unwrap();
+        h.set_entry_type(tar::EntryType::new(b'x'));
+        // The tar crate writes sizes of 8 GiB and more in base-256.
+        h.set_size(1 << 36);
+        h.set_cksum();
+        assert_eq!(h.as_bytes()[124] & 0x80, 0x80);
+        let mut g = TarGuard::new(&h.as_bytes()[..], 4096, 65536);
+        assert!(g.read_to_end(&mut Vec::new()).is_err());
+        assert_eq!(
+            g.refused(),
+            Some(Refusal::RecordTooLarge {
+                kind: b'x',
+                size: 1 << 36,
+                limit: 65536
+            })
+        );
+    }
+
+    #[test]
+    fn refuses_a_header_with_a_bad_checksum() {
+        let mut bytes = header(b'0', 0);
+        bytes[0] ^= 1;
+        let mut g = TarGuard::new(&bytes[..], 4096, 65536);
+        assert!(g.read_to_end(&mut Vec::new()).is_err());
+        assert_eq!(g.refused(), Some(Refusal::BadHeader));
+    }
+
+    #[test]
     fn passes_a_normal_archive_through_unchanged() {
         let mut b = tar::Builder::new(Vec::new());
         let mut h = tar::Header::new_gnu();
