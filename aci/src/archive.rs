@@ -52,7 +52,8 @@ pub struct Limits {
     /// Linux xattr value can be 64 KiB, so the default leaves room for several of them.
     pub max_pax_size: u64,
     /// Distinct paths remembered while reading (entries and their implicit parents, across the
-    /// layers of one render); each costs about a hundred bytes of memory.
+    /// layers of one render). Each costs about 120 bytes, so the default keeps the reader under
+    /// 64 MiB whatever the archive; trees with more paths need it raised.
     pub max_paths: u64,
 }
 
@@ -70,7 +71,7 @@ impl Default for Limits {
             max_path_size: 4096,
             max_path_depth: 256,
             max_pax_size: 1 << 20,
-            max_paths: 2_000_000,
+            max_paths: 400_000,
         }
     }
 }

@@ -34,16 +34,32 @@ fn stream(case: &str) -> Box<dyn Read> {
             t.file("rootfs/placeholder", b"x");
             Box::new(std::io::Cursor::new(t.finish()))
         }
+        "paths-at-the-limit" => {
+            // Distinct 250-deep paths until `max_paths` refuses them: the most memory the path
+            // tree can be made to hold.
+            let deep = "a/".repeat(248);
+            let mut t = RawTar::aci();
+            let entries = ReadOptions::default().limits.max_paths / 249 + 10;
+            for i in 0..entries {
+                common::hostile::pax(
+                    &mut t,
+                    &[("path", format!("rootfs/{i}/{deep}f").as_bytes())],
+                );
+                t.file("rootfs/placeholder", b"");
+            }
+            Box::new(std::io::Cursor::new(t.finish()))
+        }
         other => panic!("unknown case {other}"),
     }
 }
 
-const CASES: [&str; 5] = [
+const CASES: [&str; 6] = [
     "pax-256MiB",
     "pax-global-256MiB",
     "long-name-512MiB",
     "long-link-256MiB",
     "depth-20000",
+    "paths-at-the-limit",
 ];
 
 fn peak_kib() -> u64 {

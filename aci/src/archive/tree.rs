@@ -29,17 +29,17 @@ pub(crate) enum Seen {
     Dropped,
 }
 
+/// Kept small (24 bytes): a hostile archive can make millions of them, up to `max_paths`.
 #[derive(Debug)]
 struct Node {
     parent: u32,
     first_child: u32,
     next_sibling: u32,
-    /// The raw target when this path is a symlink in the target tree.
-    link: Option<Box<[u8]>>,
-    /// The archive that set `link`, `seen` and last cleared this node's subtree.
-    link_archive: u32,
-    seen: Option<(u32, Seen)>,
+    /// The archive whose entry `seen` describes (0: none), and the last archive that cleared
+    /// this node's subtree.
+    seen_archive: u32,
     cleared: u32,
+    seen: Seen,
 }
 
 impl Node {
@@ -48,10 +48,9 @@ impl Node {
             parent,
             first_child: NONE,
             next_sibling: NONE,
-            link: None,
-            link_archive: 0,
-            seen: None,
+            seen_archive: 0,
             cleared: 0,
+            seen: Seen::Dir,
         }
     }
 }
@@ -64,7 +63,9 @@ pub(crate) struct TooManyPaths;
 pub(crate) struct PathTree {
     nodes: Vec<Node>,
     /// Key: the parent's index (4 bytes, little endian) followed by the component.
-    children: HashMap<Vec<u8>, u32>,
+    children: HashMap<Box<[u8]>, u32>,
+    /// Symlinks in the target tree: node → (raw target, the archive that wrote it).
+    links: HashMap<u32, (Box<[u8]>, u32)>,
     /// Numbers the archives (layers) read into this tree; 0 is "none".
     archive: u32,
 }
@@ -74,6 +75,7 @@ impl Default for PathTree {
         PathTree {
             nodes: vec![Node::new(ROOT)],
             children: HashMap::new(),
+            links: HashMap::new(),
             archive: 0,
         }
     }
@@ -131,7 +133,7 @@ impl PathTree {
                         p.first_child = id;
                     }
                     self.nodes.push(node);
-                    self.children.insert(buf.clone(), id);
+                    self.children.insert(buf.as_slice().into(), id);
                     id
                 }
             };
@@ -149,28 +151,30 @@ impl PathTree {
 
     /// What the current archive's entry at `id` was, if it had one there.
     pub(crate) fn seen(&self, id: u32) -> Option<Seen> {
-        match self.node(id)?.seen {
-            Some((a, s)) if a == self.archive => Some(s),
-            _ => None,
-        }
+        let n = self.node(id)?;
+        (n.seen_archive == self.archive && n.seen_archive != 0).then_some(n.seen)
     }
 
     pub(crate) fn set_seen(&mut self, id: u32, seen: Seen) {
         let archive = self.archive;
         if let Some(n) = self.node_mut(id) {
-            n.seen = Some((archive, seen));
+            n.seen_archive = archive;
+            n.seen = seen;
         }
     }
 
     pub(crate) fn link(&self, id: u32) -> Option<&[u8]> {
-        self.node(id)?.link.as_deref()
+        self.links.get(&id).map(|(t, _)| &**t)
     }
 
     pub(crate) fn set_link(&mut self, id: u32, target: Option<&[u8]>) {
-        let archive = self.archive;
-        if let Some(n) = self.node_mut(id) {
-            n.link = target.map(Box::from);
-            n.link_archive = archive;
+        match target {
+            Some(t) => {
+                self.links.insert(id, (t.into(), self.archive));
+            }
+            None => {
+                self.links.remove(&id);
+            }
         }
     }
 
@@ -181,9 +185,8 @@ impl PathTree {
     pub(crate) fn written(&mut self, id: u32, is_dir: bool) {
         let mut up = self.node(id).map_or(ROOT, |n| n.parent);
         while up != ROOT {
-            let Some(n) = self.node_mut(up) else { break };
-            n.link = None;
-            up = n.parent;
+            self.links.remove(&up);
+            up = self.node(up).map_or(ROOT, |n| n.parent);
         }
         if is_dir {
             return;
@@ -196,10 +199,10 @@ impl PathTree {
                 continue;
             }
             n.cleared = archive;
-            if n.link_archive != archive {
-                n.link = None;
-            }
             let mut child = n.first_child;
+            if self.links.get(&at).is_some_and(|(_, a)| *a != archive) {
+                self.links.remove(&at);
+            }
             while let Some(c) = self.node(child) {
                 stack.push(child);
                 child = c.next_sibling;
@@ -209,32 +212,31 @@ impl PathTree {
 
     /// Every symlink in the tree, as (node, target).
     pub(crate) fn links(&self) -> impl Iterator<Item = (u32, &[u8])> {
-        self.nodes
-            .iter()
-            .enumerate()
-            .filter_map(|(i, n)| Some((u32::try_from(i).ok()?, n.link.as_deref()?)))
+        self.links.iter().map(|(id, (t, _))| (*id, &**t))
     }
 
-    /// The rootfs path of `id` (`/a/b`), for messages.
+    /// The rootfs path of `id` (`/a/b`), for messages. Nodes do not keep their names (that
+    /// would double the tree's memory), so one pass over the child index finds them.
     pub(crate) fn display(&self, id: u32) -> String {
-        let mut names: Vec<&[u8]> = Vec::new();
+        let mut chain = Vec::new();
         let mut cur = id;
-        while cur != ROOT {
-            let Some(n) = self.node(cur) else { break };
-            // Index lookups by key would need the component; find it among the parent's children.
-            let name = self
-                .children
-                .iter()
-                .find(|(k, v)| **v == cur && k.get(..4) == Some(&n.parent.to_le_bytes()[..]))
-                .and_then(|(k, _)| k.get(4..))
-                .unwrap_or(b"?");
-            names.push(name);
-            cur = n.parent;
+        while cur != ROOT && chain.len() < self.nodes.len() {
+            chain.push(cur);
+            cur = self.node(cur).map_or(ROOT, |n| n.parent);
         }
+        let wanted: std::collections::HashSet<u32> = chain.iter().copied().collect();
+        let names: HashMap<u32, &[u8]> = self
+            .children
+            .iter()
+            .filter(|(_, v)| wanted.contains(v))
+            .map(|(k, v)| (*v, k.get(4..).unwrap_or(b"?")))
+            .collect();
         let mut s = String::new();
-        for n in names.iter().rev() {
+        for n in chain.iter().rev() {
             s.push('/');
-            s.push_str(&String::from_utf8_lossy(n));
+            s.push_str(&String::from_utf8_lossy(
+                names.get(n).copied().unwrap_or(b"?"),
+            ));
         }
         if s.is_empty() {
             s.push('/');
