@@ -4,8 +4,12 @@
 # (-Zsanitizer=address, -Cpasses=sancov-module), which RUSTC_BOOTSTRAP=1 lets stable accept.
 #
 #   scripts/fuzz-build.sh                  # build all targets (ASan, release with debug asserts)
-#   FUZZ_SECONDS=30 scripts/fuzz-build.sh  # build, then run each target for 30 s
+#   FUZZ_SECONDS=60 scripts/fuzz-build.sh  # build, then run each target for 60 s
 #   FUZZ_BUILD_ARGS="-s none" scripts/fuzz-build.sh   # without a sanitizer
+#
+# Each run starts from a fresh corpus in a temp dir (nothing is left in the tree) and a crash,
+# leak, timeout or going over the memory limit fails the script; libFuzzer writes the input
+# that did it under aci/fuzz/artifacts/<target>/.
 set -euo pipefail
 
 repo="$(cd "$(dirname "$0")/.." && pwd)"
@@ -16,10 +20,19 @@ export RUSTC_BOOTSTRAP=1
 cd "$repo/aci"
 # shellcheck disable=SC2086  # FUZZ_BUILD_ARGS is a list of flags
 cargo fuzz build ${FUZZ_BUILD_ARGS:-}
+if git -C "$repo" rev-parse --git-dir >/dev/null 2>&1 &&
+    ! git -C "$repo" diff --quiet -- aci/fuzz/Cargo.lock; then
+    echo "fuzz: aci/fuzz/Cargo.lock changed during the build; commit the updated lock" >&2
+    exit 1
+fi
 if [[ -n "${FUZZ_SECONDS:-}" ]]; then
+    corpus_root="$(mktemp -d)"
+    trap 'rm -rf "$corpus_root"' EXIT
     for target in $(cargo fuzz list); do
-        echo "fuzz: running $target for ${FUZZ_SECONDS}s"
+        echo "fuzz: running $target for ${FUZZ_SECONDS}s" >&2
+        mkdir -p "$corpus_root/$target"
         # shellcheck disable=SC2086
-        cargo fuzz run ${FUZZ_BUILD_ARGS:-} "$target" -- -max_total_time="$FUZZ_SECONDS" -rss_limit_mb=2048
+        cargo fuzz run ${FUZZ_BUILD_ARGS:-} "$target" "$corpus_root/$target" -- \
+            -max_total_time="$FUZZ_SECONDS" -rss_limit_mb=2048 -timeout=30
     done
 fi

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh Debian 12 machine: installs what is missing, then runs
 # unit tests, builder round trips, interop tests, the QEMU boot tests on both architectures,
-# and builds the fuzz targets. Kernels are cached under ~/.cache/hostos (by content hash).
+# and builds the fuzz targets and runs each for 60 s. Kernels are cached under ~/.cache/hostos
+# (by content hash).
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$repo"
@@ -11,6 +12,6 @@ cd "$repo"
 echo "test: cargo test --workspace (unit, interop, QEMU boot tests)" >&2
 cargo test --workspace --locked
 
-echo "test: building the fuzz targets" >&2
-"$repo/scripts/fuzz-build.sh"
+echo "test: building the fuzz targets and running each for 60 s" >&2
+FUZZ_SECONDS=60 "$repo/scripts/fuzz-build.sh"
 echo "test: all passed" >&2

@@ -6,10 +6,13 @@
 //! each entry is checked against the appc layout and our safety rules before a sink sees it.
 
 pub mod compression;
+mod fs_sink;
 mod image_id;
 pub mod manifest_view;
 pub(crate) mod path;
 pub mod reader;
+mod tar_guard;
+mod tree;
 pub mod unpack;
 pub mod verified;
 pub mod writer;
@@ -38,6 +41,19 @@ pub struct Limits {
     /// Largest uncompressed tar stream, headers and padding included: bounds what a small
     /// compressed file can make us read and hash.
     pub max_tar_size: u64,
+    /// Longest entry name or link target, in bytes (Linux's `PATH_MAX`). GNU long-name and
+    /// long-link records over it are refused before they are read.
+    pub max_path_size: u64,
+    /// Most components in an entry name: real trees stay far below; it bounds every per-entry
+    /// path walk.
+    pub max_path_depth: u64,
+    /// Largest PAX extended header record (`x`, `g`), in bytes, refused before it is read. A
+    /// Linux xattr value can be 64 KiB, so the default leaves room for several of them.
+    pub max_pax_size: u64,
+    /// Distinct paths remembered while reading (entries and their implicit parents, across the
+    /// layers of one render). Each costs about 120 bytes, so the default keeps the reader under
+    /// 64 MiB whatever the archive; trees with more paths need it raised.
+    pub max_paths: u64,
 }
 
 /// Bytes allowed after the tar end marker (writers pad to a record size, 10 KiB for GNU tar).
@@ -51,6 +67,10 @@ impl Default for Limits {
             max_entries: 1_000_000,
             max_manifest_size: 1 << 20,
             max_tar_size: 20 << 30,
+            max_path_size: 4096,
+            max_path_depth: 256,
+            max_pax_size: 1 << 20,
+            max_paths: 400_000,
         }
     }
 }
@@ -73,6 +93,27 @@ pub enum ArchiveError {
         #[source]
         source: io::Error,
     },
+    #[error("a {kind} record of {size} bytes is over the limit of {limit}")]
+    MetadataTooLarge {
+        kind: &'static str,
+        size: u64,
+        limit: u64,
+    },
+    #[error("a PAX record overrides an entry's size, which this reader does not accept")]
+    PaxSizeOverride,
+    #[error("the archive holds a tar header with a bad checksum or size field")]
+    BadHeader,
+    #[error("entry {entry:?} has a name or link target over the limit of {limit} bytes")]
+    NameTooLong { entry: String, limit: u64 },
+    #[error("entry {entry:?} has more than {limit} path components")]
+    PathTooDeep { entry: String, limit: u64 },
+    #[error("the archive names more than {limit} distinct paths")]
+    TooManyPaths { limit: u64 },
+    #[error(
+        "entry {entry:?} carries the extended attribute {xattr:?}; only `user.*` and \
+         `security.capability` are accepted"
+    )]
+    XattrRefused { entry: String, xattr: String },
     #[error("entry {entry:?} has an absolute path")]
     AbsolutePath { entry: String },
     #[error("entry {entry:?} has a `..` component")]

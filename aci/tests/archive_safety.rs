@@ -360,3 +360,68 @@ fn rejects_a_tar_stream_over_max_tar_size() {
     archive::unpack(&small[..], &target, &opts).unwrap();
     assert_nothing_outside(sb.path());
 }
+
+#[test]
+fn hardlink_to_a_symlink_is_checked_as_the_symlink_it_makes() {
+    // `l` resolves inside from `a/b`; the hard link puts the same symlink at the top, where
+    // `../../decoy` is the sandbox's decoy.
+    let bytes = RawTar::aci()
+        .symlink("rootfs/a/b/l", "../../decoy")
+        .hardlink("rootfs/esc", "rootfs/a/b/l")
+        .finish();
+    refused_as_symlink_escape(&bytes, "rootfs/esc");
+}
+
+#[test]
+fn hardlink_to_a_contained_symlink_is_still_unpacked() {
+    let (sb, target) = sandbox();
+    let bytes = RawTar::aci()
+        .file("rootfs/a/x", b"x")
+        .symlink("rootfs/a/l", "x")
+        .hardlink("rootfs/a/h", "rootfs/a/l")
+        .finish();
+    archive::unpack(&bytes[..], &target, &defaults()).unwrap();
+    let h = target.join("rootfs/a/h");
+    assert_eq!(std::fs::read_link(&h).unwrap().to_str(), Some("x"));
+    assert_nothing_outside(sb.path());
+}
+
+#[test]
+fn refuses_xattrs_outside_user_and_capability() {
+    for xattr in [
+        "trusted.overlay.opaque",
+        "trusted.overlay.redirect",
+        "security.selinux",
+    ] {
+        let mut t = RawTar::aci();
+        common::hostile::pax(&mut t, &[(&format!("SCHILY.xattr.{xattr}"), b"y")]);
+        let bytes = t.dir("rootfs/d").finish();
+        let (err, _sb) = unpack_err(&bytes, &defaults());
+        assert!(
+            matches!(&err, ArchiveError::XattrRefused { entry, xattr: x }
+                if entry == "rootfs/d" && x == xattr),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn sets_only_the_user_xattrs_an_archive_carries() {
+    let (sb, target) = sandbox();
+    let mut t = RawTar::aci();
+    common::hostile::pax(&mut t, &[("SCHILY.xattr.user.note", b"hi")]);
+    let bytes = t.file("rootfs/f", b"x").finish();
+    archive::unpack(&bytes[..], &target, &defaults()).unwrap();
+    let f = target.join("rootfs/f");
+    let mut names = vec![0u8; 4096];
+    let n = rustix::fs::listxattr(&f, &mut names[..]).unwrap();
+    let names: Vec<&[u8]> = names[..n]
+        .split(|&b| b == 0)
+        .filter(|s| !s.is_empty())
+        .collect();
+    assert_eq!(names, [&b"user.note"[..]]);
+    let mut value = [0u8; 16];
+    let n = rustix::fs::getxattr(&f, "user.note", &mut value[..]).unwrap();
+    assert_eq!(&value[..n], b"hi");
+    assert_nothing_outside(sb.path());
+}

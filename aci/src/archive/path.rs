@@ -1,7 +1,5 @@
-//! Entry-name normalization and the lexical symlink resolver that decides whether a link target
-//! stays inside the rootfs, following links the archive itself created (chains included).
-
-use std::collections::{HashMap, VecDeque};
+//! Entry-name normalization: where a raw tar name belongs in the ACI layout, and how names are
+//! shown in messages.
 
 /// Path components of an entry below `rootfs/`, never containing `""`, `.` or `..`.
 pub(crate) type Components = Vec<Vec<u8>>;
@@ -64,6 +62,21 @@ pub(crate) fn hardlink_target(raw: &[u8]) -> Option<Components> {
     }
 }
 
+/// Longest name an error message quotes, in characters: a hostile name can be megabytes.
+const SHOWN_CHARS: usize = 200;
+
+/// A raw name for messages: lossy UTF-8, cut to `SHOWN_CHARS` with an ellipsis.
+pub(crate) fn shown(raw: &[u8]) -> String {
+    let head = raw.get(..SHOWN_CHARS * 4).unwrap_or(raw);
+    let text = String::from_utf8_lossy(head);
+    let mut chars = text.chars();
+    let mut out: String = chars.by_ref().take(SHOWN_CHARS).collect();
+    if chars.next().is_some() || head.len() < raw.len() {
+        out.push('…');
+    }
+    out
+}
+
 /// Displays components as a rootfs-absolute path (`/etc/passwd`), the form `pathWhitelist` uses.
 pub(crate) fn rootfs_path(comps: &[Vec<u8>]) -> String {
     let mut s = String::new();
@@ -75,72 +88,6 @@ pub(crate) fn rootfs_path(comps: &[Vec<u8>]) -> String {
         s.push('/');
     }
     s
-}
-
-/// Symlinks created so far (rootfs-relative components → raw target), used to resolve chains.
-#[derive(Debug, Default)]
-pub(crate) struct SymlinkMap {
-    links: HashMap<Components, Vec<u8>>,
-}
-
-/// Following more links than this means a loop; the kernel would stop with ELOOP at 40 too, and
-/// a loop cannot reach outside anything.
-const MAX_HOPS: usize = 40;
-
-impl SymlinkMap {
-    pub(crate) fn insert(&mut self, at: Components, target: Vec<u8>) {
-        self.links.insert(at, target);
-    }
-
-    pub(crate) fn remove(&mut self, at: &[Vec<u8>]) {
-        self.links.remove(at);
-    }
-
-    pub(crate) fn iter(&self) -> impl Iterator<Item = (&Components, &Vec<u8>)> {
-        self.links.iter()
-    }
-
-    /// True when following the symlink at `at` (target `target`) stays inside the rootfs. An
-    /// absolute target is rootfs-relative, as it is for the app in its chroot. `..` above the
-    /// rootfs is an escape even though a chroot would clamp it, because tools outside the
-    /// chroot (volume mounts, backups) follow links from the host's point of view.
-    pub(crate) fn stays_inside(&self, at: &[Vec<u8>], target: &[u8]) -> bool {
-        let mut stack: Vec<Vec<u8>> = if target.first() == Some(&b'/') {
-            Vec::new()
-        } else {
-            at[..at.len().saturating_sub(1)].to_vec()
-        };
-        let mut queue: VecDeque<Vec<u8>> =
-            target.split(|&b| b == b'/').map(<[u8]>::to_vec).collect();
-        let mut hops = 0;
-        while let Some(c) = queue.pop_front() {
-            match c.as_slice() {
-                b"" | b"." => {}
-                b".." => {
-                    if stack.pop().is_none() {
-                        return false;
-                    }
-                }
-                _ => {
-                    stack.push(c);
-                    if let Some(next) = self.links.get(&stack) {
-                        hops += 1;
-                        if hops > MAX_HOPS {
-                            return true;
-                        }
-                        stack.pop();
-                        if next.first() == Some(&b'/') {
-                            stack.clear();
-                        }
-                        for part in next.split(|&b| b == b'/').rev() {
-                            queue.push_front(part.to_vec());
-                        }
-                    }
-                }
-            }
-        }
-        true
-    }
 }
 
 #[cfg(test)]
@@ -168,32 +115,5 @@ mod tests {
         assert_eq!(classify(b"rootfsx/a"), Err(NameError::OutsideLayout));
         assert_eq!(classify(b"manifest/x"), Err(NameError::OutsideLayout));
         assert_eq!(classify(b"."), Err(NameError::OutsideLayout));
-    }
-
-    #[test]
-    fn absolute_symlink_targets_are_rootfs_relative() {
-        let m = SymlinkMap::default();
-        assert!(m.stays_inside(&comps("bin/sh"), b"/bin/busybox"));
-        assert!(m.stays_inside(&comps("a/b/c"), b"../../x"));
-        assert!(!m.stays_inside(&comps("a/b/c"), b"../../../x"));
-        assert!(!m.stays_inside(&comps("a"), b"/../etc"));
-    }
-
-    #[test]
-    fn symlink_chains_through_earlier_links_are_followed() {
-        let mut m = SymlinkMap::default();
-        // `self -> .` looks harmless, but `x -> self/..` then names the rootfs's parent.
-        m.insert(comps("self"), b".".to_vec());
-        assert!(!m.stays_inside(&comps("x"), b"self/.."));
-        m.insert(comps("deep"), b"a/b/c".to_vec());
-        assert!(m.stays_inside(&comps("y"), b"deep/../.."));
-    }
-
-    #[test]
-    fn symlink_loops_do_not_hang() {
-        let mut m = SymlinkMap::default();
-        m.insert(comps("a"), b"b".to_vec());
-        m.insert(comps("b"), b"a".to_vec());
-        assert!(m.stays_inside(&comps("c"), b"a"));
     }
 }

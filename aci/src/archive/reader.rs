@@ -2,13 +2,14 @@
 //! every entry (layout, duplicates, limits, link targets, device nodes) before handing it to a
 //! sink. `read_aci` is the sink that only validates; `unpack` is the one that writes.
 
-use std::collections::{HashMap, HashSet};
 use std::io::{self, Read};
 
 use super::compression::{self, Compression};
 use super::image_id::{FinishError, HashingReader, ImageId};
 use super::manifest_view::{self, ManifestView};
-use super::path::{self, Components, NameError, Place, SymlinkMap};
+use super::path::{self, Components, NameError, Place, shown};
+use super::tar_guard::{Refusal, TarGuard};
+use super::tree::{PathTree, Seen, TooManyPaths};
 use super::unpack::PathFilter;
 use super::{ArchiveError, Limits, MAX_TRAILING_BYTES};
 
@@ -40,20 +41,9 @@ pub fn read_aci<R: Read>(r: R, opts: &ReadOptions) -> Result<AciSummary, Archive
         r,
         opts,
         &PathFilter::default(),
-        &mut SymlinkMap::default(),
+        &mut PathTree::default(),
         &mut NoSink,
     )
-}
-
-/// What an earlier rootfs entry was, for duplicate and hard link checks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Seen {
-    /// Hard links may not target directories.
-    Dir,
-    /// A non-directory that is written.
-    Kept,
-    /// A non-directory the pathWhitelist filters out.
-    Dropped,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,6 +94,13 @@ impl Sink for NoSink {
 
 const XATTR_PREFIX: &str = "SCHILY.xattr.";
 
+/// The extended attributes our writer records and an unpack sets. Others are refused: a
+/// `trusted.overlay.*` attribute would change what overlayfs shows when the tree is a layer,
+/// and `security.*` ones other than file capabilities are policy, not image content.
+fn xattr_allowed(name: &[u8]) -> bool {
+    name.starts_with(b"user.") || name == b"security.capability"
+}
+
 /// The single pass. `links` carries symlinks already present in the target (earlier layers when
 /// rendering) so chains through them are resolved too; it is updated with this archive's links.
 ///
@@ -115,22 +112,22 @@ pub(crate) fn walk<R: Read>(
     r: R,
     opts: &ReadOptions,
     filter: &PathFilter,
-    links: &mut SymlinkMap,
+    links: &mut PathTree,
     sink: &mut dyn Sink,
 ) -> Result<AciSummary, ArchiveError> {
     let limits = &opts.limits;
     let (compression, stream) = compression::decompress(r)?;
     let mut hashing = HashingReader::new(stream, limits.max_tar_size);
+    let mut guard = TarGuard::new(&mut hashing, limits.max_path_size, limits.max_pax_size);
     let mut manifest_json: Option<Vec<u8>> = None;
     let mut rootfs_seen = false;
-    let mut seen: HashMap<Components, Seen> = HashMap::new();
-    let mut own_links: HashSet<Components> = HashSet::new();
+    links.begin_archive();
     let mut count: u64 = 0;
     let mut total: u64 = 0;
     let mut last_name = String::from("<start of archive>");
     // A closure so that any read error can be told apart afterwards: over the size limit, or not.
     let entries_result = (|| {
-        let mut archive = tar::Archive::new(&mut hashing);
+        let mut archive = tar::Archive::new(&mut guard);
         let entries = archive.entries().map_err(ArchiveError::ReadStream)?;
         for item in entries {
             count += 1;
@@ -144,8 +141,17 @@ pub(crate) fn walk<R: Read>(
                 source,
             })?;
             let raw = entry.path_bytes().into_owned();
-            let name = String::from_utf8_lossy(&raw).into_owned();
+            let name = shown(&raw);
             last_name.clone_from(&name);
+            let long_link = entry
+                .link_name_bytes()
+                .is_some_and(|l| l.len() as u64 > limits.max_path_size);
+            if raw.len() as u64 > limits.max_path_size || long_link {
+                return Err(ArchiveError::NameTooLong {
+                    entry: name,
+                    limit: limits.max_path_size,
+                });
+            }
             let read_err = |source: io::Error| ArchiveError::ReadEntry {
                 entry: name.clone(),
                 source,
@@ -184,6 +190,12 @@ pub(crate) fn walk<R: Read>(
                 for ext in pax {
                     let ext = ext.map_err(read_err)?;
                     if let Some(key) = ext.key_bytes().strip_prefix(XATTR_PREFIX.as_bytes()) {
+                        if !xattr_allowed(key) {
+                            return Err(ArchiveError::XattrRefused {
+                                entry: name,
+                                xattr: shown(key),
+                            });
+                        }
                         meta.xattrs.push((key.to_vec(), ext.value_bytes().to_vec()));
                     }
                 }
@@ -227,14 +239,26 @@ pub(crate) fn walk<R: Read>(
                     sink.rootfs(&meta)?;
                 }
                 Place::Rootfs(comps) => {
-                    if seen.contains_key(&comps) {
+                    if comps.len() as u64 > limits.max_path_depth {
+                        return Err(ArchiveError::PathTooDeep {
+                            entry: name,
+                            limit: limits.max_path_depth,
+                        });
+                    }
+                    let too_many = |TooManyPaths| ArchiveError::TooManyPaths {
+                        limit: limits.max_paths,
+                    };
+                    let (node, through) =
+                        links.intern(&comps, limits.max_paths).map_err(too_many)?;
+                    if links.seen(node).is_some() {
                         return Err(ArchiveError::Duplicate { entry: name });
                     }
                     // Writing below a symlink this archive made would follow it.
-                    if (1..comps.len()).any(|i| own_links.contains(&comps[..i])) {
+                    if through {
                         return Err(ArchiveError::PathThroughSymlink { entry: name });
                     }
                     let kind = classify_type(&entry, entry_type, size, dev, &name)?;
+                    let mut symlink: Option<Vec<u8>> = None;
                     let mut kept = kind == EntryKind::Dir
                         || filter.is_empty()
                         || filter.allows(&path::rootfs_path(&comps));
@@ -256,23 +280,41 @@ pub(crate) fn walk<R: Read>(
                             }
                         }
                         EntryKind::Symlink { target } => {
-                            if !links.stays_inside(&comps, target) {
+                            if !links.stays_inside(node, target) {
                                 return Err(ArchiveError::SymlinkEscape {
                                     entry: name,
-                                    target: String::from_utf8_lossy(target).into_owned(),
+                                    target: shown(target),
                                 });
+                            }
+                            symlink = Some(target.clone());
+                        }
+                        EntryKind::Hardlink { target } => {
+                            let to = links.find(target);
+                            match to.and_then(|t| links.seen(t)) {
+                                Some(Seen::Kept) => {}
+                                Some(Seen::Dropped) => kept = false,
+                                // `link(2)` on a symlink makes another symlink with the same
+                                // target, which may resolve elsewhere from its new place: it
+                                // is checked and remembered as the symlink it is.
+                                Some(Seen::Symlink) => {
+                                    let text = to.and_then(|t| links.link(t)).map(<[u8]>::to_vec);
+                                    let text = text.unwrap_or_default();
+                                    if !links.stays_inside(node, &text) {
+                                        return Err(ArchiveError::SymlinkEscape {
+                                            entry: name,
+                                            target: shown(&text),
+                                        });
+                                    }
+                                    symlink = Some(text);
+                                }
+                                _ => {
+                                    return Err(ArchiveError::HardlinkEscape {
+                                        entry: name,
+                                        target: shown(path::rootfs_path(target).as_bytes()),
+                                    });
+                                }
                             }
                         }
-                        EntryKind::Hardlink { target } => match seen.get(target) {
-                            Some(Seen::Kept) => {}
-                            Some(Seen::Dropped) => kept = false,
-                            _ => {
-                                return Err(ArchiveError::HardlinkEscape {
-                                    entry: name,
-                                    target: path::rootfs_path(target),
-                                });
-                            }
-                        },
                         EntryKind::Char { .. } | EntryKind::Block { .. } => {
                             if !opts.allow_devices {
                                 return Err(ArchiveError::DeviceNode { entry: name });
@@ -280,23 +322,21 @@ pub(crate) fn walk<R: Read>(
                         }
                         EntryKind::Dir | EntryKind::Fifo => {}
                     }
-                    seen.insert(
-                        comps.clone(),
-                        match (&kind, kept) {
-                            (EntryKind::Dir, _) => Seen::Dir,
-                            (_, true) => Seen::Kept,
-                            (_, false) => Seen::Dropped,
+                    let is_dir = kind == EntryKind::Dir;
+                    links.set_seen(
+                        node,
+                        match (is_dir, kept, &symlink) {
+                            (true, _, _) => Seen::Dir,
+                            (_, false, _) => Seen::Dropped,
+                            (_, true, Some(_)) => Seen::Symlink,
+                            (_, true, None) => Seen::Kept,
                         },
                     );
                     if !kept {
                         continue;
                     }
-                    if let EntryKind::Symlink { target } = &kind {
-                        links.insert(comps.clone(), target.clone());
-                        own_links.insert(comps.clone());
-                    } else {
-                        links.remove(&comps);
-                    }
+                    links.written(node, is_dir);
+                    links.set_link(node, symlink.as_deref());
                     sink.entry(
                         &Entry {
                             name: &name,
@@ -311,19 +351,41 @@ pub(crate) fn walk<R: Read>(
         }
         Ok(())
     })();
+    let refused = guard.refused();
+    drop(guard);
     if hashing.over_limit() {
         return Err(ArchiveError::TarTooLarge {
             limit: limits.max_tar_size,
         });
     }
+    if let Some(why) = refused {
+        return Err(match why {
+            Refusal::RecordTooLarge { kind, size, limit } => ArchiveError::MetadataTooLarge {
+                kind: match kind {
+                    b'L' => "GNU long name",
+                    b'K' => "GNU long link",
+                    b'g' => "PAX global header",
+                    _ => "PAX extended header",
+                },
+                size,
+                limit,
+            },
+            Refusal::PaxSize => ArchiveError::PaxSizeOverride,
+            Refusal::Sparse => ArchiveError::UnsupportedEntryType {
+                entry: format!("after {last_name}"),
+                kind: "GNU sparse file".to_string(),
+            },
+            Refusal::BadHeader => ArchiveError::BadHeader,
+        });
+    }
     entries_result?;
     // A link that looked contained when written can be redirected by a later link it goes
     // through; check every link again now that all of them are known.
-    for (at, target) in links.iter() {
+    for (at, target) in links.links() {
         if !links.stays_inside(at, target) {
             return Err(ArchiveError::SymlinkEscape {
-                entry: format!("rootfs{}", path::rootfs_path(at)),
-                target: String::from_utf8_lossy(target).into_owned(),
+                entry: shown(format!("rootfs{}", links.display(at)).as_bytes()),
+                target: shown(target),
             });
         }
     }
@@ -381,7 +443,7 @@ fn classify_type<R: Read>(
                 None => {
                     return Err(ArchiveError::HardlinkEscape {
                         entry: name.to_string(),
-                        target: String::from_utf8_lossy(&raw).into_owned(),
+                        target: shown(&raw),
                     });
                 }
             }

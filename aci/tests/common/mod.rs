@@ -147,3 +147,4 @@ pub fn require_tool(tool: &str, package: &str) {
         "`{tool}` is missing: install the Debian package `{package}`"
     );
 }
+pub mod hostile;
