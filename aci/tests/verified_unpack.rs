@@ -36,6 +36,26 @@ fn minisig(key: &SecretKey, data: &[u8], legacy: bool) -> Vec<u8> {
     sig.to_minisign().into_bytes()
 }
 
+/// Checks `aci` against `store` (as image `name`, or unnamed) with the `.minisig` bytes `sig`,
+/// unpacking it to `target` if it passes.
+fn extract(
+    store: &TrustStore,
+    name: Option<&str>,
+    sig: &[u8],
+    aci: &[u8],
+    target: &std::path::Path,
+) -> Result<archive::VerifiedUnpack<Verified>, VerifiedUnpackError<TrustError>> {
+    let verifier = store
+        .stream_verifier(name, "test.aci", Some(sig), InsecureOptions::default())
+        .map_err(VerifiedUnpackError::Verify)?;
+    archive::unpack_verified(
+        Cursor::new(aci),
+        target,
+        &UnpackOptions::extract(),
+        verifier,
+    )
+}
+
 #[test]
 fn places_the_tree_once_the_trust_store_accepts_the_signature() {
     let (_t, store, key) = trusted();
@@ -43,16 +63,7 @@ fn places_the_tree_once_the_trust_store_accepts_the_signature() {
     for legacy in [false, true] {
         let aci = image();
         let sig = minisig(&key, &aci, legacy);
-        let verifier = store
-            .stream_verifier(None, "test.aci", Some(&sig), InsecureOptions::default())
-            .unwrap();
-        let done = archive::unpack_verified(
-            Cursor::new(aci),
-            &target,
-            &UnpackOptions::extract(),
-            verifier,
-        )
-        .unwrap();
+        let done = extract(&store, None, &sig, &aci, &target).unwrap();
         assert_eq!(done.summary.manifest.name, "example.com/test");
         assert!(matches!(done.verified, Verified::Signed { key: k, .. } if k == key.id()));
         assert_eq!(
@@ -72,16 +83,7 @@ fn a_bad_signature_leaves_an_empty_target_empty() {
     for legacy in [false, true] {
         let aci = image();
         let sig = minisig(&key, b"other bytes", legacy);
-        let verifier = store
-            .stream_verifier(None, "test.aci", Some(&sig), InsecureOptions::default())
-            .unwrap();
-        let err = archive::unpack_verified(
-            Cursor::new(aci),
-            &target,
-            &UnpackOptions::extract(),
-            verifier,
-        )
-        .unwrap_err();
+        let err = extract(&store, None, &sig, &aci, &target).unwrap_err();
         assert!(
             matches!(
                 err,
@@ -102,21 +104,7 @@ fn a_signed_hostile_archive_is_still_refused() {
     t.symlink("rootfs/esc", "../../decoy");
     let aci = t.finish();
     let sig = minisig(&key, &aci, false);
-    let verifier = store
-        .stream_verifier(
-            Some("example.com/test"),
-            "test.aci",
-            Some(&sig),
-            InsecureOptions::default(),
-        )
-        .unwrap();
-    let err = archive::unpack_verified(
-        Cursor::new(aci),
-        &target,
-        &UnpackOptions::extract(),
-        verifier,
-    )
-    .unwrap_err();
+    let err = extract(&store, Some("example.com/test"), &sig, &aci, &target).unwrap_err();
     assert!(
         matches!(
             err,
@@ -191,16 +179,7 @@ fn refuses_a_target_that_is_not_empty() {
     std::fs::write(target.join("keep"), b"x").unwrap();
     let aci = image();
     let sig = minisig(&key, &aci, false);
-    let verifier = store
-        .stream_verifier(None, "test.aci", Some(&sig), InsecureOptions::default())
-        .unwrap();
-    let err = archive::unpack_verified(
-        Cursor::new(aci),
-        &target,
-        &UnpackOptions::extract(),
-        verifier,
-    )
-    .unwrap_err();
+    let err = extract(&store, None, &sig, &aci, &target).unwrap_err();
     assert!(
         matches!(
             err,
@@ -227,16 +206,7 @@ fn a_zstd_bomb_under_a_copied_signature_is_refused_before_anything_decompresses_
         let sig = minisig(&key, &image(), legacy);
         for name in [None, Some("example.com/test")] {
             let started = std::time::Instant::now();
-            let verifier = store
-                .stream_verifier(name, "bomb.aci", Some(&sig), InsecureOptions::default())
-                .unwrap();
-            let err = archive::unpack_verified(
-                Cursor::new(&bomb),
-                &target,
-                &UnpackOptions::extract(),
-                verifier,
-            )
-            .unwrap_err();
+            let err = extract(&store, name, &sig, &bomb, &target).unwrap_err();
             let took = started.elapsed();
             assert!(
                 matches!(
@@ -314,16 +284,7 @@ fn without_a_name_the_key_is_found_under_its_prefix_and_must_cover_the_manifest_
     // Trusted only for other.org: the signature verifies, the name is refused, nothing placed.
     let (_t2, store, key) = trusted_for("other.org");
     let sig = minisig(&key, &aci, false);
-    let verifier = store
-        .stream_verifier(None, "test.aci", Some(&sig), InsecureOptions::default())
-        .unwrap();
-    let err = archive::unpack_verified(
-        Cursor::new(aci),
-        &target,
-        &UnpackOptions::extract(),
-        verifier,
-    )
-    .unwrap_err();
+    let err = extract(&store, None, &sig, &aci, &target).unwrap_err();
     match err {
         VerifiedUnpackError::Verify(TrustError::KeyNotTrustedForImage {
             image, prefixes, ..
@@ -343,21 +304,7 @@ fn with_a_name_given_the_manifest_must_carry_that_name() {
     let (sb, target) = sandbox();
     let aci = image();
     let sig = minisig(&key, &aci, false);
-    let verifier = store
-        .stream_verifier(
-            Some("example.com/other"),
-            "test.aci",
-            Some(&sig),
-            InsecureOptions::default(),
-        )
-        .unwrap();
-    let err = archive::unpack_verified(
-        Cursor::new(aci),
-        &target,
-        &UnpackOptions::extract(),
-        verifier,
-    )
-    .unwrap_err();
+    let err = extract(&store, Some("example.com/other"), &sig, &aci, &target).unwrap_err();
     assert!(
         matches!(
             &err,
