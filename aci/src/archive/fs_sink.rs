@@ -231,13 +231,7 @@ impl<'a> UnpackSink<'a> {
         meta: &EntryMeta,
         entry: &str,
     ) -> Result<(), ArchiveError> {
-        let set = |what, r: Result<(), Errno>| {
-            r.map_err(|e| ArchiveError::SetMetadata {
-                entry: entry.to_string(),
-                what,
-                source: e.into(),
-            })
-        };
+        let set = |what, r| set_metadata(entry, what, r);
         if let Some((uid, gid)) = self.ids(meta, entry)? {
             set("owner", rustix::fs::fchown(fd, Some(uid), Some(gid)))?;
         }
@@ -269,13 +263,7 @@ impl<'a> UnpackSink<'a> {
         entry: &str,
         mode: bool,
     ) -> Result<(), ArchiveError> {
-        let set = |what, r: Result<(), Errno>| {
-            r.map_err(|e| ArchiveError::SetMetadata {
-                entry: entry.to_string(),
-                what,
-                source: e.into(),
-            })
-        };
+        let set = |what, r| set_metadata(entry, what, r);
         if let Some((uid, gid)) = self.ids(meta, entry)? {
             set(
                 "owner",
@@ -591,4 +579,13 @@ pub(crate) fn remove_tree(parent: BorrowedFd<'_>, name: &[u8]) -> io::Result<()>
     }
     rustix::fs::unlinkat(parent, name, AtFlags::REMOVEDIR)?;
     Ok(())
+}
+
+/// A failed metadata call on `entry` as the archive error naming what was being set.
+fn set_metadata(entry: &str, what: &'static str, r: Result<(), Errno>) -> Result<(), ArchiveError> {
+    r.map_err(|e| ArchiveError::SetMetadata {
+        entry: entry.to_string(),
+        what,
+        source: e.into(),
+    })
 }
