@@ -66,7 +66,7 @@ impl TrustStore {
                 }
             }
         }
-        prefixed.sort_by(|a, b| a.0.to_string().cmp(&b.0.to_string()));
+        prefixed.sort_by_key(|(scope, _)| scope.to_string());
         found.extend(prefixed);
         Ok(found)
     }
