@@ -33,6 +33,7 @@ use crate::archive::unpack::{Layers, finish_layers, unpack_layer};
 use crate::archive::{
     AciSummary, ArchiveError, ImageId, Owners, PathFilter, ReadOptions, UnpackOptions, read_aci,
 };
+use crate::manifest::version_precedence;
 
 mod ingest;
 pub use ingest::{Ingest, Ingested, InsertVerifiedError, InsertedVerified, Received, StoredImage};
@@ -593,7 +594,7 @@ impl Store {
                 r.name == name && labels.iter().all(|(n, v)| r.label(n) == Some(v.as_str()))
             })
             .max_by(|a, b| {
-                version_cmp(
+                version_precedence(
                     a.label("version").unwrap_or(""),
                     b.label("version").unwrap_or(""),
                 )
@@ -905,35 +906,4 @@ fn remove_path(path: &Path) -> Result<(), StoreError> {
         path: path.to_path_buf(),
         source,
     })
-}
-
-/// Orders version labels: dot/dash-separated parts compare numerically when both are numbers,
-/// else as text, so `1.10.0` > `1.9.2`.
-pub fn version_cmp(a: &str, b: &str) -> std::cmp::Ordering {
-    let parts = |s: &str| -> Vec<String> { s.split(['.', '-', '+']).map(str::to_string).collect() };
-    let (pa, pb) = (parts(a), parts(b));
-    for (x, y) in pa.iter().zip(pb.iter()) {
-        let ord = match (x.parse::<u64>(), y.parse::<u64>()) {
-            (Ok(x), Ok(y)) => x.cmp(&y),
-            _ => x.cmp(y),
-        };
-        if ord != std::cmp::Ordering::Equal {
-            return ord;
-        }
-    }
-    pa.len().cmp(&pb.len())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn version_cmp_is_numeric_per_part() {
-        use std::cmp::Ordering::*;
-        assert_eq!(version_cmp("1.10.0", "1.9.2"), Greater);
-        assert_eq!(version_cmp("1.0", "1.0"), Equal);
-        assert_eq!(version_cmp("1.0", "1.0.1"), Less);
-        assert_eq!(version_cmp("latest", "1.0"), Greater);
-    }
 }

@@ -37,6 +37,7 @@ mod labels;
 mod named_list;
 mod pod;
 mod types;
+mod version_order;
 
 use std::fmt;
 
@@ -57,6 +58,7 @@ pub use types::{
     APPC_VERSION, AcIdentifier, AcName, AcVersion, ImageId, ImageManifestKind, InvalidValue,
     PodManifestKind,
 };
+pub use version_order::version_precedence;
 
 /// One broken rule: the JSON path of the offending field and why it is wrong.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
