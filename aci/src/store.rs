@@ -608,7 +608,18 @@ impl Store {
     }
 
     /// Removes one image (its blob first, so it disappears at once).
+    ///
+    /// Takes the store lock exclusively, as the cleanup in [`Store::open`] does: writers hold
+    /// it shared while they create temp files and across the two renames that publish an
+    /// image or a tree, so a removal never lands between a writer's record and its blob.
     pub fn remove(&self, id: &ImageId) -> Result<(), StoreError> {
+        let _exclusive = self.lock(FlockOperation::LockExclusive)?;
+        self.remove_locked(id)
+    }
+
+    /// [`Store::remove`] for a caller that already holds the exclusive lock (a second flock
+    /// on another descriptor of the same file would wait for ourselves).
+    fn remove_locked(&self, id: &ImageId) -> Result<(), StoreError> {
         remove_path(&self.blob_path(id))?;
         remove_path(&self.meta_path(id))?;
         fsync_dir(&self.images)
@@ -806,7 +817,11 @@ impl Store {
 
     /// Removes images not reachable from `roots` through dependencies found in the store, and
     /// trees that are not a rendering of a root.
+    ///
+    /// Runs under the exclusive store lock (see [`Store::remove`]), so no image or tree is
+    /// published while it decides what to delete.
     pub fn gc(&self, roots: &[ImageId]) -> Result<GcReport, StoreError> {
+        let _exclusive = self.lock(FlockOperation::LockExclusive)?;
         let mut keep: BTreeSet<ImageId> = BTreeSet::new();
         let mut todo: Vec<ImageId> = roots.to_vec();
         while let Some(id) = todo.pop() {
@@ -844,7 +859,7 @@ impl Store {
         }
         for record in self.list()? {
             if !keep.contains(&record.id) {
-                self.remove(&record.id)?;
+                self.remove_locked(&record.id)?;
                 report.removed_images.push(record.id);
             }
         }
