@@ -135,18 +135,11 @@ pub enum TrustError {
     },
 }
 
-/// Checks `prefix` (or an image name) is a `/`-path of AC identifier components: only
-/// `[a-z0-9-._~]` in components, none empty, `.` or `..`, so it maps to a directory inside
-/// `prefix.d` and nowhere else.
+/// Checks `prefix` (or an image name) is an AC identifier. That check refuses empty, `.` and
+/// `..` components (a separator never starts, ends or doubles), so the name maps to a directory
+/// inside `prefix.d` and nowhere else.
 fn valid_path_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.split('/').all(|c| {
-            !c.is_empty()
-                && c != "."
-                && c != ".."
-                && c.bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-._~".contains(&b))
-        })
+    crate::manifest::is_ac_identifier(name)
 }
 
 /// Normalises a prefix: a trailing `/` (`example.com/`) means the same as none.

@@ -42,17 +42,8 @@ pub enum AppError {
     },
 }
 
-/// appc's AC identifier: `[a-z0-9]+([-._~/][a-z0-9]+)*`.
-pub(crate) fn is_ac_identifier(s: &str) -> bool {
-    let b = s.as_bytes();
-    let alnum = |c: u8| c.is_ascii_lowercase() || c.is_ascii_digit();
-    let sep = |c: u8| b"-._~/".contains(&c);
-    !b.is_empty()
-        && b.iter().all(|&c| alnum(c) || sep(c))
-        && b.first().is_some_and(|&c| alnum(c))
-        && b.last().is_some_and(|&c| alnum(c))
-        && !b.windows(2).any(|w| sep(w[0]) && sep(w[1]))
-}
+// appc's AC identifier, checked by the one checker that lives with the appc types.
+use crate::manifest::is_ac_identifier;
 
 impl App {
     /// Parses `name[:version][,label=value...]` (appc's `discovery.NewAppFromString`).

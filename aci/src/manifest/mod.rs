@@ -54,6 +54,7 @@ pub use labels::{Label, Labels, VALID_OS_ARCH};
 pub use pod::{
     ExposedPort, Mount, PodManifest, PodMode, RuntimeApp, RuntimeImage, Volume, VolumeKind,
 };
+pub(crate) use types::is_ac_identifier;
 pub use types::{
     APPC_VERSION, AcIdentifier, AcName, AcVersion, ImageId, ImageManifestKind, InvalidValue,
     PodManifestKind,

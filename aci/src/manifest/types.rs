@@ -1,5 +1,6 @@
 //! The appc scalar types whose grammar is checked on construction: AC Identifier, AC Name,
-//! AC Version (SemVer 2.0.0) and Image ID, plus the `acKind` tags of the two manifests.
+//! AC Version (SemVer 2.0.0) and Image ID, plus the `acKind` tags of the two manifests. The one
+//! AC Identifier check, [`is_ac_identifier`], is also what discovery and the trust store use.
 //!
 //! Decoding one of these from JSON checks it, so a value of these types is always well formed;
 //! the manifest decoder reports a bad one with the JSON path of the field that held it.
@@ -142,11 +143,21 @@ macro_rules! checked_string {
     };
 }
 
+const AC_IDENTIFIER_SEPARATORS: &[u8] = b"-._~/";
+
+/// Whether `s` is an AC Identifier, the one check for image names, label names and trust
+/// prefixes. Because a separator never starts, ends or doubles, an identifier has no empty,
+/// `.` or `..` component between its `/`s: the trust store relies on this to map a prefix to
+/// a directory.
+pub(crate) fn is_ac_identifier(s: &str) -> bool {
+    check_separated(s, AC_IDENTIFIER_SEPARATORS).is_ok()
+}
+
 checked_string!(
     /// Image names, label, annotation and isolator names: `^[a-z0-9]+([-._~/][a-z0-9]+)*$`.
     AcIdentifier,
     "AC Identifier",
-    |s| check_separated(s, b"-._~/")
+    |s| check_separated(s, AC_IDENTIFIER_SEPARATORS)
 );
 
 checked_string!(
@@ -440,6 +451,57 @@ mod tests {
                 AcIdentifier::new(bad).is_err(),
                 "{bad:?} should be rejected"
             );
+        }
+    }
+
+    /// Identifiers the three former checkers (discovery's app string, the trust store's
+    /// prefixes, this module) disagreed on, and the path-like ones the trust store must refuse.
+    /// `true` means the spec accepts it; the note says which old checker was wrong.
+    const AC_IDENTIFIER_TABLE: &[(&str, bool, &str)] = &[
+        ("coreos.com/etcd", true, ""),
+        ("zab_rab_oof", true, ""),
+        ("example.com/~bob/database", true, "discovery refused `/~`"),
+        ("example.com/~user/app_v1", true, "discovery refused `/~`"),
+        ("my~database", true, ""),
+        ("0", true, ""),
+        ("-app", false, "trust accepted a leading separator"),
+        ("_app", false, "trust accepted a leading separator"),
+        ("app~", false, "trust accepted a trailing separator"),
+        ("a..b", false, "trust (and Go) accepted a doubled separator"),
+        ("a__b", false, "trust accepted a doubled separator"),
+        ("a/-b", false, "trust: a component may start with one"),
+        ("a/.b", false, "trust: a component may start with one"),
+        ("a~/b", false, "trust: a component may end with one"),
+        ("a/~~b", false, ""),
+        ("a/~", false, ""),
+        ("a.~b", false, ""),
+        ("", false, ""),
+        (".", false, ""),
+        ("..", false, ""),
+        ("a/../b", false, ""),
+        ("a/./b", false, ""),
+        ("a//b", false, ""),
+        ("/app", false, ""),
+        ("app/", false, ""),
+        ("BAR", false, ""),
+        ("foo#", false, ""),
+        ("a b", false, ""),
+        ("\u{e9}", false, ""),
+    ];
+
+    #[test]
+    fn one_ac_identifier_check_for_manifests_discovery_and_trust() {
+        let dir = tempfile::tempdir().unwrap();
+        let trust = crate::trust::TrustStore::new(dir.path().join("trust"));
+        for &(id, ok, note) in AC_IDENTIFIER_TABLE {
+            assert_eq!(is_ac_identifier(id), ok, "{id:?} {note}");
+            assert_eq!(AcIdentifier::new(id).is_ok(), ok, "manifest: {id:?} {note}");
+            assert_eq!(
+                crate::discovery::App::parse(id).is_ok(),
+                ok,
+                "discovery: {id:?} {note}"
+            );
+            assert_eq!(trust.keys_for(id).is_ok(), ok, "trust: {id:?} {note}");
         }
     }
 
