@@ -20,7 +20,7 @@ pub mod writer;
 use std::io;
 
 pub use compression::Compression;
-pub use image_id::{ImageId, ImageIdError};
+pub use image_id::ImageId;
 pub use reader::{AciSummary, ReadOptions, read_aci};
 pub use unpack::{Layout, Owners, PathFilter, UnpackOptions, unpack};
 pub use verified::{StreamVerifier, VerifiedUnpack, VerifiedUnpackError, unpack_verified};

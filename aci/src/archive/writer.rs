@@ -121,7 +121,7 @@ pub fn write_aci<W: Write>(
         append(&mut builder, src, opts, &mut inodes)?;
     }
     let hashing = builder.into_inner().map_err(w)?;
-    let id = ImageId::from_digest(&hashing.hasher.finalize());
+    let id = ImageId::from_sha512(&hashing.hasher.finalize().into());
     hashing.inner.finish_box().map_err(w)?;
     Ok(id)
 }

@@ -194,13 +194,6 @@ pub struct Resource {
     pub limit: Option<Quantity>,
 }
 
-impl Resource {
-    /// The request, which defaults to the limit (spec, "Resource Isolators").
-    pub fn effective_request(&self) -> Option<&Quantity> {
-        self.request.as_ref().or(self.limit.as_ref())
-    }
-}
-
 /// The value of `os/linux/capabilities-{retain,remove}-set`: capability names like `CAP_CHOWN`.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct CapabilitySet {

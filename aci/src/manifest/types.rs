@@ -219,6 +219,36 @@ impl ImageId {
         self.sha512_hex()
             .is_some_and(|h| h.len() == Self::FULL_HEX_LEN)
     }
+
+    /// A complete ID (`sha512-` and 128 lowercase hex digits), as the store names its images.
+    pub fn parse_full(s: &str) -> Result<ImageId, InvalidValue> {
+        let id = ImageId::new(s)?;
+        if id.is_full() {
+            Ok(id)
+        } else {
+            Err(InvalidValue::new(
+                "Image ID",
+                s,
+                "must be \"sha512-\" followed by 128 lowercase hex digits",
+            ))
+        }
+    }
+
+    /// The value after `sha512-` (the whole digest for a full ID).
+    pub fn hex(&self) -> &str {
+        self.0.strip_prefix("sha512-").unwrap_or(&self.0)
+    }
+
+    /// rkt's display form: `sha512-` and the first 32 hex digits (all of a shorter ID).
+    pub fn short(&self) -> &str {
+        self.0.get(..7 + 32).unwrap_or(&self.0)
+    }
+
+    /// True when `prefix` (with or without `sha512-`) starts this ID.
+    pub fn matches_prefix(&self, prefix: &str) -> bool {
+        let hex = prefix.strip_prefix("sha512-").unwrap_or(prefix);
+        !hex.is_empty() && self.hex().starts_with(&hex.to_ascii_lowercase())
+    }
 }
 
 fn hex_digit(n: u8) -> char {
@@ -598,5 +628,27 @@ mod tests {
             "{err}"
         );
         assert!(serde_json::from_str::<PodManifestKind>("\"PodManifest\"").is_ok());
+    }
+
+    #[test]
+    fn parse_full_accepts_only_full_lowercase_sha512_ids() {
+        let good = format!("sha512-{}", "a".repeat(128));
+        assert!(ImageId::parse_full(&good).is_ok());
+        assert!(ImageId::parse_full(&format!("sha256-{}", "a".repeat(64))).is_err());
+        assert!(ImageId::parse_full(&format!("sha512-{}", "A".repeat(128))).is_err());
+        assert!(ImageId::parse_full("sha512-abc").is_err());
+        // A manifest may still carry a shortened reference.
+        assert!(ImageId::new("sha512-abc").is_ok());
+    }
+
+    #[test]
+    fn prefix_matching_accepts_with_or_without_algorithm() {
+        let id = ImageId::parse_full(&format!("sha512-ab{}", "0".repeat(126))).unwrap();
+        assert!(id.matches_prefix("sha512-ab"));
+        assert!(id.matches_prefix("ab0"));
+        assert!(!id.matches_prefix("sha512-"));
+        assert!(!id.matches_prefix("ac"));
+        assert_eq!(id.short().len(), 39);
+        assert_eq!(ImageId::new("sha512-ab").unwrap().short(), "sha512-ab");
     }
 }

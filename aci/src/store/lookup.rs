@@ -31,7 +31,7 @@ impl Store {
             let Some(stem) = name.strip_suffix(".aci") else {
                 continue;
             };
-            let Ok(id) = stem.parse::<ImageId>() else {
+            let Ok(id) = ImageId::parse_full(stem) else {
                 continue;
             };
             if let Some(r) = self.read_record(&id)? {
@@ -43,7 +43,7 @@ impl Store {
 
     /// Looks an image up by full ID or a unique prefix (`sha512-` optional).
     pub fn get(&self, id_or_prefix: &str) -> Result<ImageRecord, StoreError> {
-        if let Ok(id) = id_or_prefix.parse::<ImageId>() {
+        if let Ok(id) = ImageId::parse_full(id_or_prefix) {
             return self
                 .read_record(&id)?
                 .ok_or_else(|| StoreError::NotFound(id_or_prefix.to_string()));
