@@ -30,7 +30,7 @@ struct Tee<'a, R> {
 impl<R: Read> Read for Tee<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
-        if let Err(e) = self.out.write_all(&buf[..n]) {
+        if let Err(e) = self.out.write_all(buf.get(..n).unwrap_or_default()) {
             // Keep the write error apart so it is not reported as a bad archive.
             let kind = e.kind();
             self.error = Some(e);

@@ -53,10 +53,10 @@ impl Store {
             .into_iter()
             .filter(|r| r.id.matches_prefix(id_or_prefix))
             .collect();
-        match matches.len() {
-            0 => Err(StoreError::NotFound(id_or_prefix.to_string())),
-            1 => Ok(matches.remove(0)),
-            count => Err(StoreError::Ambiguous {
+        match (matches.len(), matches.pop()) {
+            (_, None) => Err(StoreError::NotFound(id_or_prefix.to_string())),
+            (1, Some(only)) => Ok(only),
+            (count, Some(_)) => Err(StoreError::Ambiguous {
                 prefix: id_or_prefix.to_string(),
                 count,
             }),

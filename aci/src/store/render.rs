@@ -164,6 +164,8 @@ impl Store {
         work: TreeWork,
         tree: RenderedTree,
     ) -> Result<RenderedTree, StoreError> {
+        // A publish, like an image's: no gc or remove may run while the tree moves into place.
+        let _shared = self.lock(FlockOperation::LockShared)?;
         let tmp = work.guard.0.clone();
         let werr = |path: &Path| {
             let path = path.to_path_buf();
