@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use crate::sign::{KeyId, PublicKey, SignError};
 
 mod verify;
-pub use verify::{Accepted, AcceptedFor, PendingVerification, TrustVerifier};
+pub use verify::{Accepted, PendingVerification, TrustVerifier};
 
 const ROOT_DIR: &str = "root.d";
 const PREFIX_DIR: &str = "prefix.d";

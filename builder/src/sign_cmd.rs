@@ -274,14 +274,10 @@ fn verify(
     let accepted = pending.finish_reader(open()?)?;
     let summary = aci::archive::read_aci(open()?, &aci::archive::ReadOptions::default())
         .with_context(|| format!("reading the manifest of {what} (its signature verified)"))?;
-    let manifest_name = summary.manifest.name;
-    if let Some(n) = &name
-        && n != &manifest_name
-    {
-        bail!("{what} was checked as {n}, but its manifest names it {manifest_name}");
-    }
-    let name = manifest_name;
-    let verified = accepted.admit(&name)?;
+    let name = summary.manifest.name;
+    let verified = accepted
+        .admit(&name)
+        .with_context(|| format!("verifying {what}"))?;
     if let Verified::Signed {
         key,
         scope,

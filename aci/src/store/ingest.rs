@@ -140,17 +140,7 @@ impl Store {
             None => pending.finish_reader(received.open()?)?,
         };
         let ingested = received.unpack(&accepted, source_name)?;
-        let manifest_name = &ingested.summary().manifest.name;
-        if let Some(name) = name
-            && name != manifest_name
-        {
-            return Err(TrustError::NameMismatch {
-                expected: name.to_string(),
-                manifest: manifest_name.clone(),
-            }
-            .into());
-        }
-        let verified = accepted.admit(manifest_name)?;
+        let verified = accepted.admit(&ingested.summary().manifest.name)?;
         let stored = ingested.commit()?;
         Ok(InsertedVerified {
             record: stored.record,

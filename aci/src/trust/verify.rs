@@ -99,7 +99,7 @@ impl TrustStore {
         insecure: InsecureOptions,
     ) -> Result<PendingVerification, TrustError> {
         let Some(sig) = Self::signature_or_unsigned(image, signature, insecure)? else {
-            return Ok(PendingVerification::unsigned(image));
+            return Ok(PendingVerification::unsigned(image, true));
         };
         let key = sig.key_id;
         let mut candidates = self
@@ -109,7 +109,9 @@ impl TrustStore {
         let Some(first) = candidates.next() else {
             return Err(self.refusal(image, key)?);
         };
-        Ok(PendingVerification::signed(image, first, candidates, sig))
+        Ok(PendingVerification::signed(
+            image, true, first, candidates, sig,
+        ))
     }
 
     /// Like [`TrustStore::prepare`] for an image whose name is not known before its archive is
@@ -124,7 +126,7 @@ impl TrustStore {
         insecure: InsecureOptions,
     ) -> Result<PendingVerification, TrustError> {
         let Some(sig) = Self::signature_or_unsigned(what, signature, insecure)? else {
-            return Ok(PendingVerification::unsigned(what));
+            return Ok(PendingVerification::unsigned(what, false));
         };
         let mut candidates = self.holders(sig.key_id)?.into_iter();
         let Some(first) = candidates.next() else {
@@ -133,7 +135,9 @@ impl TrustStore {
                 key: sig.key_id,
             });
         };
-        Ok(PendingVerification::signed(what, first, candidates, sig))
+        Ok(PendingVerification::signed(
+            what, false, first, candidates, sig,
+        ))
     }
 
     /// The parsed signature; `None` for an unsigned image allowed by `insecure`.
@@ -198,6 +202,8 @@ fn parse_signature(bytes: &[u8]) -> Result<Signature, SignError> {
 pub struct PendingVerification {
     /// The image as errors name it: its name, or its path when the name is not known yet.
     image: String,
+    /// Whether `image` is the name asked for (which the manifest must then carry).
+    named: bool,
     check: Check,
 }
 
@@ -216,9 +222,10 @@ struct SignedCheck {
 }
 
 impl PendingVerification {
-    fn unsigned(image: &str) -> PendingVerification {
+    fn unsigned(image: &str, named: bool) -> PendingVerification {
         PendingVerification {
             image: image.to_string(),
+            named,
             check: Check::UnsignedAllowed,
         }
     }
@@ -226,6 +233,7 @@ impl PendingVerification {
     /// `first` and `rest`: where the store holds the key the signature names, in order.
     fn signed(
         image: &str,
+        named: bool,
         first: (TrustScope, PublicKey),
         rest: impl Iterator<Item = (TrustScope, PublicKey)>,
         sig: Signature,
@@ -246,6 +254,7 @@ impl PendingVerification {
         }
         PendingVerification {
             image: image.to_string(),
+            named,
             check: Check::Signed(Box::new(SignedCheck {
                 public,
                 scopes,
@@ -287,7 +296,7 @@ impl PendingVerification {
     ) -> Result<Accepted, TrustError> {
         match self.check {
             Check::UnsignedAllowed => Ok(Accepted {
-                image: self.image,
+                expected: self.named.then_some(self.image),
                 signed: None,
             }),
             Check::Signed(c) => {
@@ -303,7 +312,7 @@ impl PendingVerification {
                     source,
                 })?;
                 Ok(Accepted {
-                    image: self.image,
+                    expected: self.named.then_some(self.image),
                     signed: Some(AcceptedSignature {
                         key,
                         scopes,
@@ -320,7 +329,9 @@ impl PendingVerification {
 /// claims is then checked with [`Accepted::admit`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Accepted {
-    image: String,
+    /// The name the check was prepared for, which the manifest must carry; `None` for an
+    /// unnamed check.
+    expected: Option<String>,
     signed: Option<AcceptedSignature>,
 }
 
@@ -337,10 +348,19 @@ impl Accepted {
         self.signed.as_ref().map(|s| s.key)
     }
 
-    /// Admits the image as `name` (the name its manifest claims) when one of the verified
-    /// key's scopes covers it: a key trusted only for `example.com` admits no image that calls
-    /// itself `other.org/app`, whatever file name or URL it came under.
+    /// Admits the image as `name` (the name its manifest claims) when it is the name the
+    /// check was prepared for (if one was) and one of the verified key's scopes covers it: a
+    /// key trusted only for `example.com` admits no image that calls itself `other.org/app`,
+    /// whatever file name or URL it came under.
     pub fn admit(self, name: &str) -> Result<Verified, TrustError> {
+        if let Some(expected) = self.expected
+            && expected != name
+        {
+            return Err(TrustError::NameMismatch {
+                expected,
+                manifest: name.to_string(),
+            });
+        }
         let Some(signed) = self.signed else {
             return Ok(Verified::UnsignedAllowed);
         };
@@ -365,8 +385,6 @@ impl Accepted {
 #[derive(Debug)]
 pub struct TrustVerifier {
     pending: PendingVerification,
-    /// The name the caller asked for; the manifest must carry exactly this name.
-    expected: Option<String>,
     prehasher: Option<Prehasher>,
 }
 
@@ -387,23 +405,12 @@ impl TrustStore {
             None => self.prepare_unnamed(what, signature, insecure)?,
         };
         let prehasher = pending.wants_prehash().then(Prehasher::new);
-        Ok(TrustVerifier {
-            pending,
-            expected: image.map(str::to_string),
-            prehasher,
-        })
+        Ok(TrustVerifier { pending, prehasher })
     }
 }
 
-/// The accepted signature of a [`TrustVerifier`], with the name the caller asked for.
-#[derive(Debug)]
-pub struct AcceptedFor {
-    accepted: Accepted,
-    expected: Option<String>,
-}
-
 impl StreamVerifier for TrustVerifier {
-    type Accepted = AcceptedFor;
+    type Accepted = Accepted;
     type Verified = Verified;
     type Error = TrustError;
 
@@ -413,30 +420,17 @@ impl StreamVerifier for TrustVerifier {
         }
     }
 
-    fn verify(self, data: &mut dyn Read) -> Result<AcceptedFor, TrustError> {
-        let accepted = match self.prehasher {
-            Some(h) => self.pending.finish_prehash(&h.finish())?,
+    fn verify(self, data: &mut dyn Read) -> Result<Accepted, TrustError> {
+        match self.prehasher {
+            Some(h) => self.pending.finish_prehash(&h.finish()),
             // A legacy (`Ed`) signature covers the bytes themselves and ed25519-dalek verifies
             // a whole slice, so the file is read a second time here.
-            None => self.pending.finish_reader(data)?,
-        };
-        Ok(AcceptedFor {
-            accepted,
-            expected: self.expected,
-        })
+            None => self.pending.finish_reader(data),
+        }
     }
 
-    fn admit(accepted: AcceptedFor, summary: &AciSummary) -> Result<Verified, TrustError> {
-        let name = &summary.manifest.name;
-        if let Some(expected) = accepted.expected
-            && &expected != name
-        {
-            return Err(TrustError::NameMismatch {
-                expected,
-                manifest: name.clone(),
-            });
-        }
-        accepted.accepted.admit(name)
+    fn admit(accepted: Accepted, summary: &AciSummary) -> Result<Verified, TrustError> {
+        accepted.admit(&summary.manifest.name)
     }
 }
 
