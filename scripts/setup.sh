@@ -38,7 +38,7 @@ if ! dpkg --print-foreign-architectures | grep -qx arm64; then
   need_update=1
 fi
 
-BACKPORTS=(qemu-system-x86 qemu-system-arm)
+BACKPORTS=(qemu-system-x86 qemu-system-arm qemu-utils)
 PACKAGES=(
   ovmf qemu-efi-aarch64 u-boot-qemu
   systemd-boot-efi systemd-boot-efi:arm64
@@ -47,6 +47,7 @@ PACKAGES=(
   linux-source-6.1
   build-essential bc bison flex libelf-dev libssl-dev cpio xz-utils zstd kmod
   binutils dosfstools gdisk minisign busybox-static python3 file
+  erofs-utils cryptsetup-bin e2fsprogs
 )
 
 missing=()
