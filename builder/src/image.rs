@@ -13,7 +13,7 @@ use anyhow::{Context, Result};
 use hostdecl::{Arch, HostDecl};
 
 use crate::initramfs::{Initramfs, Kind};
-use crate::{init_build, kernel, paths};
+use crate::{init_bin, kernel};
 
 /// A declaration read from disk, with the directory relative paths in it refer to.
 pub struct Declaration {
@@ -58,9 +58,7 @@ pub fn build(d: &Declaration, arch: Arch, out: &Path) -> Result<Built> {
         d.decl.kernel.source.as_deref(),
         d.decl.kernel.sha256.as_deref(),
     )?;
-    let repo = paths::repo_root();
-    let init = init_build::InitBuild { repo: &repo, arch }.build()?;
-    let init_bytes = fs::read(&init).with_context(|| format!("reading {}", init.display()))?;
+    let init_bytes = init_bin::for_arch(arch).to_vec();
     let init_len = init_bytes.len();
 
     let mut fs_ = Initramfs::with_skeleton()?;

@@ -3,6 +3,7 @@
 //! into it (source, fragments, toolchain, this recipe).
 
 mod config;
+mod fragments;
 mod make;
 mod source;
 
@@ -27,8 +28,9 @@ pub struct KernelRequest {
     /// Source tarball path or URL; `None`: Debian's linux-source-6.1.
     pub source: Option<String>,
     pub sha256: Option<String>,
-    /// Directory holding `common.config` and `<arch>.config`.
-    pub fragments_dir: PathBuf,
+    /// Directory holding `common.config` and `<arch>.config`; `None`: the fragments built
+    /// into the builder (this repository's `kernel-config/` when it was compiled).
+    pub fragments_dir: Option<PathBuf>,
     /// Further fragments merged last (not required to be commented).
     pub extra_fragments: Vec<PathBuf>,
     pub jobs: usize,
@@ -40,7 +42,7 @@ impl KernelRequest {
             arch,
             source: None,
             sha256: None,
-            fragments_dir: paths::repo_root().join("kernel-config"),
+            fragments_dir: None,
             extra_fragments: Vec::new(),
             jobs: std::thread::available_parallelism()
                 .map(|n| n.get())
@@ -101,13 +103,22 @@ type Fragments = (Vec<config::Request>, Vec<String>);
 
 /// Reads every fragment in merge order: common, arch, then extras.
 fn read_fragments(req: &KernelRequest) -> Result<Fragments> {
-    let mut files: Vec<(PathBuf, bool)> = vec![
-        (req.fragments_dir.join("common.config"), true),
-        (req.fragments_dir.join(format!("{}.config", req.arch)), true),
-    ];
-    files.extend(req.extra_fragments.iter().map(|p| (p.clone(), false)));
     let mut requests = Vec::new();
     let mut contents = Vec::new();
+    let mut files: Vec<(PathBuf, bool)> = Vec::new();
+    match &req.fragments_dir {
+        Some(dir) => {
+            files.push((dir.join("common.config"), true));
+            files.push((dir.join(format!("{}.config", req.arch)), true));
+        }
+        None => {
+            for (name, text) in fragments::builtin(req.arch) {
+                requests.extend(config::parse_fragment(text, Path::new(name), true)?);
+                contents.push(text.to_string());
+            }
+        }
+    }
+    files.extend(req.extra_fragments.iter().map(|p| (p.clone(), false)));
     for (path, commented) in files {
         let text = fs::read_to_string(&path)
             .with_context(|| format!("reading kernel config fragment {}", path.display()))?;
@@ -187,7 +198,11 @@ pub fn build(req: &KernelRequest) -> Result<BuiltKernel> {
         req.jobs,
         entry.with_extension("log").display()
     );
-    kb.run_with_progress(&[target], &entry.with_extension("log"))?;
+    kb.run_with_progress(
+        &[target],
+        &entry.with_extension("log"),
+        &cache.join(format!("{}.last-build", req.arch)),
+    )?;
 
     let built = build_dir.join(image_rel);
     fs::copy(&built, tmp.join("vmlinuz"))

@@ -4,7 +4,7 @@ mod aci_cmd;
 mod cli;
 mod fetch_cmd;
 mod image;
-mod init_build;
+mod init_bin;
 mod initramfs;
 mod kernel;
 mod logging;
@@ -49,7 +49,7 @@ fn run(cli: cli::Cli) -> anyhow::Result<()> {
             req.source = source;
             req.sha256 = sha256;
             if let Some(dir) = fragments {
-                req.fragments_dir = dir;
+                req.fragments_dir = Some(dir);
             }
             req.extra_fragments = extra;
             if let Some(j) = jobs {

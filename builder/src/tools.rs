@@ -50,14 +50,6 @@ pub const PERL: Tool = Tool {
     program: "perl",
     package: "perl",
 };
-pub const CARGO: Tool = Tool {
-    program: "cargo",
-    package: "rustup (https://rustup.rs)",
-};
-pub const DEBIAN_RUSTC: Tool = Tool {
-    program: "/usr/bin/rustc",
-    package: "rustc-web",
-};
 pub const QEMU_X86_64: Tool = Tool {
     program: "qemu-system-x86_64",
     package: "qemu-system-x86 (from bookworm-backports)",
@@ -85,14 +77,6 @@ pub const LIBELF_HEADER: DataFile = DataFile {
 pub const OPENSSL_HEADER: DataFile = DataFile {
     path: "/usr/include/openssl/ssl.h",
     package: "libssl-dev",
-};
-pub const AARCH64_RUST_STD: DataFile = DataFile {
-    path: "/usr/lib/rustlib/aarch64-unknown-linux-gnu/lib",
-    package: "libstd-rust-web-dev:arm64 (after `dpkg --add-architecture arm64`)",
-};
-pub const AARCH64_LIBC: DataFile = DataFile {
-    path: "/usr/aarch64-linux-gnu/lib/libc.a",
-    package: "libc6-dev-arm64-cross",
 };
 
 /// Error for a missing tool or file: one line naming the package to install.

@@ -78,7 +78,9 @@ impl Kbuild {
     }
 
     /// Runs the long build with a progress line on stderr and the full output in `log`.
-    pub fn run_with_progress(&self, targets: &[&str], log: &Path) -> Result<()> {
+    /// `history` keeps the step count and duration of the last full build of this arch, so
+    /// the progress line can show a total and an estimate of the time left.
+    pub fn run_with_progress(&self, targets: &[&str], log: &Path, history: &Path) -> Result<()> {
         let mut child = self
             .command(targets)
             .stdin(Stdio::null())
@@ -113,7 +115,7 @@ impl Kbuild {
         drop(tx);
         let mut logf =
             fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
-        let mut progress = Progress::new(self.arch);
+        let mut progress = Progress::new(self.arch, History::read(history));
         loop {
             match rx.recv_timeout(Duration::from_millis(500)) {
                 Ok(line) => {
@@ -129,6 +131,9 @@ impl Kbuild {
         }
         let status = child.wait().context("waiting for make")?;
         progress.finish();
+        if status.success() {
+            progress.history().write(history);
+        }
         if !status.success() {
             let text = fs::read_to_string(log).unwrap_or_default();
             let tail: Vec<&str> = text.lines().rev().take(30).collect();
@@ -147,6 +152,8 @@ impl Kbuild {
 /// every 20 seconds so CI logs show the build is alive without flooding.
 struct Progress {
     arch: Arch,
+    /// The last build of this arch, if any: its step count and duration.
+    expected: Option<History>,
     start: Instant,
     steps: usize,
     last: String,
@@ -155,10 +162,11 @@ struct Progress {
 }
 
 impl Progress {
-    fn new(arch: Arch) -> Progress {
+    fn new(arch: Arch, expected: Option<History>) -> Progress {
         let now = Instant::now();
         Progress {
             arch,
+            expected,
             start: now,
             steps: 0,
             last: String::new(),
@@ -189,11 +197,11 @@ impl Progress {
         self.last_print = Instant::now();
         let secs = self.start.elapsed().as_secs();
         let mut msg = format!(
-            "kernel {}: {}m{:02}s, {} steps, {}",
+            "kernel {}: {}m{:02}s, {}, {}",
             self.arch,
             secs / 60,
             secs % 60,
-            self.steps,
+            self.estimate(),
             self.last
         );
         if self.tty {
@@ -201,6 +209,38 @@ impl Progress {
             eprint!("\r\x1b[K{msg}");
         } else {
             eprintln!("{msg}");
+        }
+    }
+
+    /// "N/TOTAL steps, about M min left" from the last build; without one, the typical
+    /// duration of a first build on two cores.
+    fn estimate(&self) -> String {
+        match self.expected {
+            Some(h) if h.steps > 0 => {
+                let done = self.steps.min(h.steps);
+                let left = h.secs * (h.steps - done) as u64 / h.steps as u64;
+                format!(
+                    "{}/{} steps, about {} min left",
+                    self.steps,
+                    h.steps,
+                    left.div_ceil(60)
+                )
+            }
+            _ => format!(
+                "{} steps (a first build takes about {} min on 2 cores)",
+                self.steps,
+                match self.arch {
+                    Arch::X86_64 => 7,
+                    Arch::Aarch64 => 13,
+                }
+            ),
+        }
+    }
+
+    fn history(&self) -> History {
+        History {
+            steps: self.steps,
+            secs: self.start.elapsed().as_secs(),
         }
     }
 
@@ -216,5 +256,69 @@ impl Progress {
             secs % 60,
             self.steps
         );
+    }
+}
+
+/// Step count and duration of a build, kept between builds for the progress estimate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct History {
+    steps: usize,
+    secs: u64,
+}
+
+impl History {
+    fn read(path: &Path) -> Option<History> {
+        let text = fs::read_to_string(path).ok()?;
+        let mut words = text.split_whitespace();
+        let steps = words.next()?.parse().ok()?;
+        let secs = words.next()?.parse().ok()?;
+        Some(History { steps, secs })
+    }
+
+    /// Best effort: a lost estimate only makes the next progress line less informative.
+    fn write(self, path: &Path) {
+        // Only full builds are worth remembering; an incremental rebuild of a few files would
+        // make the next full build's estimate absurd.
+        if self.steps >= 100 {
+            let _ = fs::write(path, format!("{} {}\n", self.steps, self.secs));
+        }
+    }
+}
+
+#[cfg(test)]
+mod progress_tests {
+    use super::*;
+
+    #[test]
+    fn estimate_shows_the_total_and_time_left_from_the_last_build() {
+        let mut p = Progress::new(
+            Arch::X86_64,
+            Some(History {
+                steps: 2000,
+                secs: 600,
+            }),
+        );
+        p.steps = 1000;
+        assert_eq!(p.estimate(), "1000/2000 steps, about 5 min left");
+        let first = Progress::new(Arch::Aarch64, None);
+        assert!(
+            first.estimate().contains("about 13 min"),
+            "{}",
+            first.estimate()
+        );
+    }
+
+    #[test]
+    fn history_round_trips_and_ignores_small_rebuilds() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("h");
+        History { steps: 50, secs: 9 }.write(&path);
+        assert_eq!(History::read(&path), None);
+        let h = History {
+            steps: 2100,
+            secs: 430,
+        };
+        h.write(&path);
+        assert_eq!(History::read(&path), Some(h));
     }
 }
