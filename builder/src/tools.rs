@@ -83,6 +83,11 @@ pub const FSCK_EROFS: Tool = Tool {
     package: "erofs-utils",
 };
 #[cfg(test)]
+pub const DUMP_EROFS: Tool = Tool {
+    program: "dump.erofs",
+    package: "erofs-utils",
+};
+#[cfg(test)]
 pub const E2FSCK: Tool = Tool {
     program: "e2fsck",
     package: "e2fsprogs",
