@@ -369,29 +369,34 @@ mod tests {
     #[test]
     fn veritysetup_verifies_the_partition_with_our_parameters() {
         let dir = tempfile::tempdir().unwrap();
-        let p = build(&sample(dir.path()), uuid(), b"pinned", 5, dir.path()).unwrap();
-        let part = dir.path().join("part");
+        for files in [sample(dir.path()), vec![]] {
+            let p = build(&files, uuid(), b"pinned", 5, dir.path()).unwrap();
+            assert!(veritysetup_verify(&p, dir.path()), "{} files", files.len());
+            let mut flipped = p.clone();
+            flipped.partition[100] ^= 0x80;
+            assert!(!veritysetup_verify(&flipped, dir.path()));
+            assert_eq!(p.partition.len() as u64 % VERITY_BLOCK, 0);
+            assert_eq!(p.verity.salt, b"pinned");
+        }
+    }
+
+    /// `veritysetup verify` on the partition, with data and hash as init's table has them.
+    fn veritysetup_verify(p: &Payload, dir: &Path) -> bool {
+        let part = dir.join("part");
         fs::write(&part, &p.partition).unwrap();
-        let offset = p.verity.data_blocks * VERITY_BLOCK;
-        let verify = |path: &Path| {
-            tools::require(&[tools::VERITYSETUP], &[]).unwrap();
-            Command::new(tools::VERITYSETUP.program)
-                .arg("verify")
-                .arg(format!("--hash-offset={offset}"))
-                .arg(format!("--data-blocks={}", p.verity.data_blocks))
-                .args([path, path])
-                .arg(hostimg::boot_params::hex(&p.verity.root_hash))
-                .output()
-                .unwrap()
-        };
-        let ok = verify(&part);
-        assert!(ok.status.success(), "{ok:?}");
-        let mut flipped = p.partition.clone();
-        flipped[100] ^= 0x80;
-        fs::write(&part, &flipped).unwrap();
-        assert!(!verify(&part).status.success());
-        assert_eq!(p.partition.len() as u64 % VERITY_BLOCK, 0);
-        assert_eq!(p.verity.salt, b"pinned");
+        tools::require(&[tools::VERITYSETUP], &[]).unwrap();
+        let out = Command::new(tools::VERITYSETUP.program)
+            .arg("verify")
+            .arg(format!(
+                "--hash-offset={}",
+                p.verity.data_blocks * VERITY_BLOCK
+            ))
+            .arg(format!("--data-blocks={}", p.verity.data_blocks))
+            .args([&part, &part])
+            .arg(hostimg::boot_params::hex(&p.verity.root_hash))
+            .output()
+            .unwrap();
+        out.status.success()
     }
 
     /// Different scratch directories, different staging order, a second later: same bytes.
