@@ -2,6 +2,7 @@
 
 mod aci_cmd;
 mod cli;
+mod datafs;
 mod fetch_cmd;
 mod image;
 mod init_bin;
@@ -9,9 +10,11 @@ mod initramfs;
 mod kernel;
 mod logging;
 mod paths;
+mod payload;
 mod run;
 mod sign_cmd;
 mod tools;
+mod verity;
 
 use std::process::ExitCode;
 

@@ -58,6 +58,42 @@ pub const QEMU_AARCH64: Tool = Tool {
     program: "qemu-system-aarch64",
     package: "qemu-system-arm (from bookworm-backports)",
 };
+pub const MKFS_EROFS: Tool = Tool {
+    program: "mkfs.erofs",
+    package: "erofs-utils",
+};
+pub const MKE2FS: Tool = Tool {
+    program: "mke2fs",
+    package: "e2fsprogs",
+};
+
+// Test oracles: outside tools that check what the builder writes (the builder does not run
+// them itself).
+#[cfg(test)]
+pub const FSCK_EROFS: Tool = Tool {
+    program: "fsck.erofs",
+    package: "erofs-utils",
+};
+#[cfg(test)]
+pub const DUMP_EROFS: Tool = Tool {
+    program: "dump.erofs",
+    package: "erofs-utils",
+};
+#[cfg(test)]
+pub const E2FSCK: Tool = Tool {
+    program: "e2fsck",
+    package: "e2fsprogs",
+};
+#[cfg(test)]
+pub const DUMPE2FS: Tool = Tool {
+    program: "dumpe2fs",
+    package: "e2fsprogs",
+};
+#[cfg(test)]
+pub const VERITYSETUP: Tool = Tool {
+    program: "veritysetup",
+    package: "cryptsetup-bin",
+};
 
 /// Files (not programs) that must exist, with their package.
 #[derive(Debug, Clone, Copy)]
