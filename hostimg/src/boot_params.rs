@@ -177,7 +177,7 @@ pub fn hex(b: &[u8]) -> String {
 
 /// Hex to bytes; `None` unless every digit is hex and the count is even.
 pub fn unhex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     (0..s.len())
