@@ -2,6 +2,7 @@
 
 mod aci_cmd;
 mod cli;
+mod esp;
 mod fetch_cmd;
 mod image;
 mod init_build;
