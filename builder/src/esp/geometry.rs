@@ -91,31 +91,29 @@ pub(super) fn clusters_needed<'p>(
     paths: impl IntoIterator<Item = (&'p str, u64)>,
     cluster_bytes: u32,
 ) -> u64 {
-    // Directory (uppercased path, "" = root) -> entries in it.
-    let mut dirs: BTreeMap<String, u64> = BTreeMap::new();
-    // The root holds the volume label entry; a subdirectory starts with `.` and `..`, each with
-    // the long-name entry fatfs 0.3.6 writes before it.
-    dirs.insert(String::new(), 1);
+    // Directory (uppercased path, "" = root) -> entries in it. The root holds the volume
+    // label; a subdirectory starts with `.` and `..`, each after the long-name entry fatfs
+    // 0.3.6 writes for it.
+    let mut dirs: BTreeMap<String, u64> = BTreeMap::from([(String::new(), 1)]);
     let mut data = 0u64;
     for (path, len) in paths {
+        let mut parts: Vec<&str> = path.split('/').collect();
+        let Some(file) = parts.pop() else { continue };
         let mut parent = String::new();
-        let mut parts = path.split('/').peekable();
-        while let Some(name) = parts.next() {
-            let is_file = parts.peek().is_none();
-            let mut key = parent.clone();
-            if !key.is_empty() {
-                key.push('/');
-            }
-            key.push_str(&name.to_ascii_uppercase());
-            if is_file {
-                *dirs.entry(parent.clone()).or_insert(4) += entries_for_name(name);
-                data += file_clusters(len, cluster_bytes);
-            } else if !dirs.contains_key(&key) {
-                *dirs.entry(parent.clone()).or_insert(4) += entries_for_name(name);
+        for dir in parts {
+            let key = if parent.is_empty() {
+                dir.to_ascii_uppercase()
+            } else {
+                format!("{parent}/{}", dir.to_ascii_uppercase())
+            };
+            if !dirs.contains_key(&key) {
+                *dirs.entry(parent).or_default() += entries_for_name(dir);
                 dirs.insert(key.clone(), 4);
             }
             parent = key;
         }
+        *dirs.entry(parent).or_default() += entries_for_name(file);
+        data += file_clusters(len, cluster_bytes);
     }
     let per_cluster = u64::from(cluster_bytes) / DIR_ENTRY;
     let dir_clusters: u64 = dirs.values().map(|n| n.div_ceil(per_cluster).max(1)).sum();

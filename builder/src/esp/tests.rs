@@ -443,3 +443,60 @@ fn reading_something_that_is_not_fat_is_an_error() {
     let err = read_file(&[0u8; 4096], "EFI/BOOT/BOOTX64.EFI").unwrap_err();
     assert!(matches!(err, EspError::Open(_)), "{err}");
 }
+
+#[test]
+fn directory_spanning_clusters_passes_fsck_and_reads_back() {
+    // 40 names of 41 characters take 5 entries each, so the directory spans 13 clusters of 512
+    // bytes and closing the gap the dot entries' long names leave moves entries across
+    // cluster ends.
+    let names: Vec<String> = (0..40)
+        .map(|i| format!("EFI/Linux/a-rather-long-unified-kernel-image-{i:02}.efi"))
+        .collect();
+    let bodies: Vec<Vec<u8>> = (0..40)
+        .map(|i| noise(700 + i * 37, i as u64 + 10))
+        .collect();
+    let files: Vec<EspFile> = names
+        .iter()
+        .zip(&bodies)
+        .map(|(path, bytes)| EspFile { path, bytes })
+        .collect();
+    let img = write(&files);
+    let (clean, out) = fsck(&img);
+    assert!(clean, "{out}");
+    for f in &files {
+        assert_eq!(
+            read_file(&img, f.path).unwrap().as_deref(),
+            Some(f.bytes),
+            "{}",
+            f.path
+        );
+    }
+}
+
+#[test]
+fn space_check_counts_exactly_the_clusters_fatfs_allocates() {
+    let inputs = Inputs::new();
+    let files = inputs.files();
+    let size = min_size(&files);
+    let img = write(&files);
+    let layout = Layout::for_size(size).unwrap();
+    let lens = files.iter().map(|f| (f.path, f.bytes.len() as u64));
+    let needed = geometry::clusters_needed(lens, layout.cluster_bytes);
+    let free = free_bytes(&img) / u64::from(layout.cluster_bytes);
+    assert_eq!(u64::from(layout.clusters) - free, needed);
+}
+
+#[test]
+fn fsinfo_holds_the_real_free_cluster_count() {
+    let inputs = Inputs::new();
+    let img = write(&inputs.files());
+    let u32_at = |o: usize| u32::from_le_bytes([img[o], img[o + 1], img[o + 2], img[o + 3]]);
+    let layout = Layout::for_size(img.len() as u64).unwrap();
+    let fat = usize::from(u16::from_le_bytes([img[0x0E], img[0x0F]])) * 512;
+    let free_in_fat = (2..layout.clusters as usize + 2)
+        .filter(|c| u32_at(fat + c * 4) & 0x0FFF_FFFF == 0)
+        .count();
+    // FSInfo is sector 1: lead signature, then the free count at byte 488.
+    assert_eq!(u32_at(512), 0x4161_5252);
+    assert_eq!(u32_at(512 + 488) as usize, free_in_fat);
+}
