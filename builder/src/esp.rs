@@ -27,6 +27,9 @@ const LABEL: [u8; 11] = *b"ESP        ";
 /// rebuild at the same size.
 pub const SLACK: u64 = 1 << 20;
 const MIB: u64 = 1 << 20;
+/// The image is built in memory; an ESP holds a few boot files, and a mistyped size should be an
+/// error rather than an allocation of terabytes.
+pub const MAX_SIZE: u64 = 4 << 30;
 /// FAT stores a file's size in 32 bits.
 const MAX_FILE: u64 = u32::MAX as u64;
 
@@ -47,7 +50,7 @@ pub enum EspError {
          {MIN_FAT32_CLUSTERS}: make it at least {min} bytes"
     )]
     TooSmallForFat32 { size: u64, clusters: u64, min: u64 },
-    #[error("an ESP of {size} bytes is larger than FAT32 can describe with {SECTOR}-byte sectors")]
+    #[error("an ESP of {size} bytes is larger than this writer's {MAX_SIZE}-byte limit")]
     TooLarge { size: u64 },
     #[error("ESP path {path:?} {reason}")]
     BadPath { path: String, reason: &'static str },
@@ -115,8 +118,7 @@ pub fn min_size(files: &[EspFile]) -> u64 {
         |cb| geometry::clusters_needed(lens.iter().copied(), cb),
         SLACK,
     )
-    // Nothing FAT32 can describe holds the files: the largest size, which `write_esp` then
-    // rejects with the reason.
+    // Nothing FAT32 can describe holds the files: a size `write_esp` rejects with the reason.
     .unwrap_or(u64::from(u32::MAX) * SECTOR / MIB * MIB)
 }
 
@@ -205,6 +207,9 @@ fn len_of(f: &EspFile) -> u64 {
 fn check_size(size: u64) -> Result<Layout, EspError> {
     if !size.is_multiple_of(SECTOR) {
         return Err(EspError::UnalignedSize { size });
+    }
+    if size > MAX_SIZE {
+        return Err(EspError::TooLarge { size });
     }
     let layout = Layout::for_size(size).ok_or(EspError::TooLarge { size })?;
     if layout.clusters < MIN_FAT32_CLUSTERS {

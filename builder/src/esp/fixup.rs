@@ -11,6 +11,9 @@
 //! the FAT, and in each subdirectory drops the long-name entries of `.` and `..`, moves every
 //! later entry up to close the gap, and rewrites both dot entries' cluster numbers. It also dates
 //! the volume-label entry, which `fatfs` formats with a zero (invalid) date.
+//!
+//! The third directory fix on fatfs' master, zeroing a FAT32 root directory's clusters when the
+//! root grows, needs no correction here: the image starts as zeros and nothing is ever deleted.
 
 use std::collections::BTreeSet;
 

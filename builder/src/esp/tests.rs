@@ -396,6 +396,12 @@ fn a_file_that_is_also_a_directory_is_refused() {
 }
 
 #[test]
+fn size_beyond_the_limit_is_refused_before_allocating() {
+    let err = write_esp(1 << 40, VOLUME_ID, EPOCH, &[]).unwrap_err();
+    assert!(matches!(err, EspError::TooLarge { .. }), "{err}");
+}
+
+#[test]
 fn size_not_a_whole_number_of_sectors_is_refused() {
     let err = write_esp(33 * MIB + 1, VOLUME_ID, EPOCH, &[]).unwrap_err();
     assert!(matches!(err, EspError::UnalignedSize { .. }), "{err}");
