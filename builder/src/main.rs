@@ -3,6 +3,7 @@
 mod aci_cmd;
 mod cli;
 mod datafs;
+mod esp;
 mod fetch_cmd;
 mod image;
 mod init_bin;
