@@ -2,16 +2,19 @@
 
 mod aci_cmd;
 mod cli;
+mod disk;
 mod fetch_cmd;
 mod image;
 mod init_build;
 mod initramfs;
 mod kernel;
 mod logging;
+mod manifest;
 mod paths;
 mod run;
 mod sign_cmd;
 mod tools;
+mod verify_cmd;
 
 use std::process::ExitCode;
 
