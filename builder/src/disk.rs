@@ -182,6 +182,8 @@ pub enum DiskError {
     Gpt { path: PathBuf, message: String },
     #[error("{path}: reading its GPT: {message}")]
     BadGpt { path: PathBuf, message: String },
+    #[error("writing {path}: the layout given is not the plan of the disk spec given")]
+    NotThePlan { path: PathBuf },
     #[error("{path} has no {role} partition")]
     NoPartition { path: PathBuf, role: Role },
 }
@@ -256,7 +258,7 @@ pub fn plan(spec: &DiskSpec) -> Result<Layout, DiskError> {
     let mut offset = ALIGN;
     let mut partitions = Vec::with_capacity(spec.partitions.len());
     for p in &spec.partitions {
-        if p.size == 0 || p.size % ALIGN != 0 {
+        if p.size == 0 || !p.size.is_multiple_of(ALIGN) {
             return Err(DiskError::Size {
                 role: p.role,
                 size: p.size,
@@ -292,7 +294,9 @@ pub fn plan(spec: &DiskSpec) -> Result<Layout, DiskError> {
     let needed = offset.checked_add(ALIGN).ok_or(DiskError::Overflow)?;
     let disk_size = match spec.total_size {
         None => needed,
-        Some(size) if size % ALIGN != 0 => return Err(DiskError::TotalSizeUnaligned { size }),
+        Some(size) if !size.is_multiple_of(ALIGN) => {
+            return Err(DiskError::TotalSizeUnaligned { size });
+        }
         Some(size) if size < needed => return Err(DiskError::TotalSizeTooSmall { size, needed }),
         Some(size) => size,
     };

@@ -330,6 +330,13 @@ pub fn measure(
 }
 
 impl Manifest {
+    /// The partitions' regions, in disk order.
+    pub fn partitions(&self) -> impl Iterator<Item = (&RegionEntry, &PartitionEntry)> {
+        self.regions
+            .iter()
+            .filter_map(|r| r.partition.as_ref().map(|p| (r, p)))
+    }
+
     /// The JSON bytes that are signed (pretty, with a final newline).
     pub fn to_json(&self) -> Result<Vec<u8>, ManifestError> {
         let mut json = serde_json::to_vec_pretty(self).map_err(ManifestError::Json)?;
@@ -491,4 +498,60 @@ pub fn read_from_image(image: &Path) -> Result<(Layout, Vec<u8>), ManifestError>
     f.read_exact_at(&mut bytes, p.offset)
         .map_err(io_err("reading the manifest partition of", image))?;
     Ok((layout, bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn signed() -> SignedManifest {
+        SignedManifest {
+            json: b"{\"format\": 1}\n".to_vec(),
+            minisig: Some("untrusted comment: x\nsig\n".into()),
+        }
+    }
+
+    #[test]
+    fn framing_round_trips_with_zero_padding_after_it() {
+        let s = signed();
+        let mut part = s.frame();
+        assert!(
+            part.starts_with(b"HOSTOS-MANIFEST/1\nmanifest.json 14\nmanifest.json.minisig 25\n\n")
+        );
+        part.resize(4096, 0);
+        assert_eq!(SignedManifest::unframe(&part).unwrap(), s);
+        let unsigned = SignedManifest {
+            minisig: None,
+            ..signed()
+        };
+        let mut part = unsigned.frame();
+        part.resize(4096, 0);
+        assert_eq!(SignedManifest::unframe(&part).unwrap(), unsigned);
+    }
+
+    #[test]
+    fn unframing_refuses_empty_foreign_and_overlong_partitions() {
+        assert_eq!(SignedManifest::unframe(&[0; 512]), Err(FrameError::Empty));
+        assert_eq!(
+            SignedManifest::unframe(b"hello\n\nworld"),
+            Err(FrameError::NoMagic)
+        );
+        let long = b"HOSTOS-MANIFEST/1\nmanifest.json 99\nmanifest.json.minisig 0\n\n{}";
+        assert!(matches!(
+            SignedManifest::unframe(long),
+            Err(FrameError::Header(m)) if m.contains("run past")
+        ));
+        let swapped = b"HOSTOS-MANIFEST/1\nmanifest.json.minisig 0\nmanifest.json 2\n\n{}";
+        assert!(matches!(
+            SignedManifest::unframe(swapped),
+            Err(FrameError::Header(_))
+        ));
+    }
+
+    #[test]
+    fn detached_copies_are_named_after_the_image() {
+        let (j, s) = detached_paths(Path::new("out/hello-x86_64.img"));
+        assert_eq!(j, Path::new("out/hello-x86_64.manifest.json"));
+        assert_eq!(s, Path::new("out/hello-x86_64.manifest.json.minisig"));
+    }
 }

@@ -98,6 +98,8 @@ pub struct Verified {
     pub trusted_comment: String,
     /// Bytes compared with a hash or checked to be zero.
     pub bytes_checked: u64,
+    /// The manifest and signature as the image holds them.
+    pub signed: SignedManifest,
 }
 
 /// The command: reads the public key file and verifies; prints a short summary.
@@ -123,6 +125,18 @@ pub fn run(image: &Path, key: &Path) -> anyhow::Result<()> {
         m.regions.len(),
         v.bytes_checked
     );
+    let (json, sig) = manifest::detached_paths(image);
+    if json.exists() {
+        let same = std::fs::read(&json).ok() == Some(v.signed.json.clone())
+            && std::fs::read_to_string(&sig).ok() == v.signed.minisig;
+        if !same {
+            anyhow::bail!(
+                "{} (or its .minisig) beside the image differs from the manifest inside it",
+                json.display()
+            );
+        }
+        println!("  {} and its .minisig match the image", json.display());
+    }
     Ok(())
 }
 
@@ -184,6 +198,7 @@ pub fn verify(image: &Path, key: &PublicKey) -> Result<Verified, VerifyError> {
         trusted_comment: sig.trusted_comment.clone(),
         manifest: m,
         bytes_checked,
+        signed,
     })
 }
 

@@ -31,7 +31,7 @@ pub fn read_layout(image: &Path) -> Result<Layout, DiskError> {
         path: image.to_path_buf(),
         message,
     };
-    if len < 3 * SECTOR || len % SECTOR != 0 {
+    if len < 3 * SECTOR || !len.is_multiple_of(SECTOR) {
         return Err(bad(format!(
             "{len} bytes is not a whole number of sectors large enough for a GPT"
         )));

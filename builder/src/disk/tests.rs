@@ -426,3 +426,48 @@ fn content_larger_than_its_partition_fails_when_writing_too_naming_the_role() {
         .collect();
     assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
 }
+
+#[test]
+fn verify_command_reads_the_key_file_and_checks_the_copies_beside_the_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = SecretKey::generate().unwrap();
+    let image = build(dir.path(), &key);
+    let public = dir.path().join("key.pub");
+    std::fs::write(&public, key.public_key().to_minisign()).unwrap();
+    crate::verify_cmd::run(&image, &public).unwrap();
+
+    let (json, _) = manifest::detached_paths(&image);
+    std::fs::write(&json, b"{}\n").unwrap();
+    let e = crate::verify_cmd::run(&image, &public).unwrap_err();
+    assert!(
+        format!("{e:#}").contains("differs from the manifest inside it"),
+        "{e:#}"
+    );
+
+    std::fs::write(&public, "not a key\n").unwrap();
+    let e = crate::verify_cmd::run(&image, &public).unwrap_err();
+    assert!(format!("{e:#}").contains("reading the public key"), "{e:#}");
+}
+
+#[test]
+fn an_enlarged_image_fails_verify_on_its_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = SecretKey::generate().unwrap();
+    let image = build(dir.path(), &key);
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&image)
+        .unwrap();
+    f.set_len(16 * MIB).unwrap();
+    let e = verify(&image, &key.public_key()).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            VerifyError::Disk {
+                what: "disk size",
+                ..
+            }
+        ),
+        "{e}"
+    );
+}

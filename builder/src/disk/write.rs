@@ -76,9 +76,8 @@ pub fn write(spec: &DiskSpec, layout: &Layout, out: &Path) -> Result<(), DiskErr
 /// `layout` must be `plan(spec)`.
 pub fn stage(spec: &DiskSpec, layout: &Layout, out: &Path) -> Result<StagedImage, DiskError> {
     if plan(spec)? != *layout {
-        return Err(DiskError::Gpt {
+        return Err(DiskError::NotThePlan {
             path: out.to_path_buf(),
-            message: "the layout given is not the plan of this disk spec".into(),
         });
     }
     let parent = match out.parent() {
