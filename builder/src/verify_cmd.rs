@@ -8,6 +8,7 @@
 #![allow(dead_code)]
 
 use std::fs::File;
+use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
 
 use aci::sign::{KeyId, PublicKey, SignError, Signature};
@@ -320,11 +321,10 @@ fn check_regions(
                     return Err(differs("the manifest is larger than its partition"));
                 }
                 let mut here = vec![0u8; frame.len()];
-                use std::os::unix::fs::FileExt as _;
                 f.read_exact_at(&mut here, r.offset).map_err(read)?;
                 if here != frame {
                     return Err(differs(
-                        "the signed manifest is not where the signed manifest says it is",
+                        "does not hold exactly the signed manifest in the builder's framing",
                     ));
                 }
                 if !manifest::is_zero_region(f, r.offset + len, r.size - len).map_err(read)? {
