@@ -235,9 +235,36 @@ pub fn hash_region(f: &File, offset: u64, size: u64) -> std::io::Result<[u8; 32]
     Ok(h.finalize().into())
 }
 
-/// Whether the `size` bytes at `offset` are all zero.
+/// Whether the `size` bytes at `offset` are all zero. Holes are skipped without reading them
+/// (SEEK_DATA/SEEK_HOLE), so a large free tail of a sparse image costs nothing.
 pub fn is_zero_region(f: &File, offset: u64, size: u64) -> std::io::Result<bool> {
-    each_chunk(f, offset, size, |c| c.iter().all(|&b| b == 0))
+    use rustix::fs::{SeekFrom, seek};
+    let zero = |c: &[u8]| c.iter().all(|&b| b == 0);
+    let end = offset + size;
+    let mut at = offset;
+    while at < end {
+        let data = match seek(f, SeekFrom::Data(at)) {
+            Ok(d) => d,
+            // No data after `at`: the rest is a hole.
+            Err(rustix::io::Errno::NXIO) => return Ok(true),
+            // A filesystem without SEEK_DATA: read everything.
+            Err(_) => return each_chunk(f, at, end - at, zero),
+        };
+        if data >= end {
+            return Ok(true);
+        }
+        let hole = seek(f, SeekFrom::Hole(data))
+            .map_err(std::io::Error::from)?
+            .min(end);
+        if hole <= data {
+            return each_chunk(f, data, end - data, zero);
+        }
+        if !each_chunk(f, data, hole - data, zero)? {
+            return Ok(false);
+        }
+        at = hole;
+    }
+    Ok(true)
 }
 
 /// Calls `each` on consecutive chunks until it returns false; returns whether it never did.

@@ -471,3 +471,29 @@ fn an_enlarged_image_fails_verify_on_its_size() {
         "{e}"
     );
 }
+
+#[test]
+fn a_flipped_byte_deep_in_the_free_space_of_a_large_sparse_disk_is_found() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = SecretKey::generate().unwrap();
+    let mut s = spec(dir.path());
+    s.total_size = Some(4 << 30);
+    let layout = plan(&s).unwrap();
+    let image = dir.path().join("big.img");
+    let staged = stage(&s, &layout, &image).unwrap();
+    manifest::seal(&staged, facts(), &key, "big.manifest.json", 1).unwrap();
+    staged.persist().unwrap();
+    let started = std::time::Instant::now();
+    verify(&image, &key.public_key()).unwrap();
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "holes are read: {:?}",
+        started.elapsed()
+    );
+    flip(&image, 3 << 30);
+    let e = verify(&image, &key.public_key()).unwrap_err();
+    assert!(
+        matches!(&e, VerifyError::Differs { region, .. } if region == "gap-after-data"),
+        "{e}"
+    );
+}
