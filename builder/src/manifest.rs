@@ -195,6 +195,14 @@ pub enum ManifestError {
     Sign(#[source] aci::sign::SignError),
     #[error("writing the manifest partition")]
     Disk(#[source] DiskError),
+    #[error("{path}: {source}")]
+    Frame { path: PathBuf, source: FrameError },
+    #[error("{path}: the manifest partition holds no manifest this builder reads")]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
     #[error("the manifest partition is {size} bytes, more than the {max} this reader accepts")]
     PartitionTooLarge { size: u64, max: u64 },
 }
@@ -525,6 +533,33 @@ pub fn read_from_image(image: &Path) -> Result<(Layout, Vec<u8>), ManifestError>
     f.read_exact_at(&mut bytes, p.offset)
         .map_err(io_err("reading the manifest partition of", image))?;
     Ok((layout, bytes))
+}
+
+/// What an image carries, read without checking it (for `builder inspect`; `builder verify`
+/// checks it).
+#[derive(Debug, Clone)]
+pub struct Embedded {
+    pub layout: Layout,
+    pub signed: SignedManifest,
+    pub manifest: Manifest,
+}
+
+/// Reads the GPT, the manifest and its signature from `image`, unverified.
+pub fn read_embedded(image: &Path) -> Result<Embedded, ManifestError> {
+    let (layout, bytes) = read_from_image(image)?;
+    let signed = SignedManifest::unframe(&bytes).map_err(|source| ManifestError::Frame {
+        path: image.to_path_buf(),
+        source,
+    })?;
+    let manifest = serde_json::from_slice(&signed.json).map_err(|source| ManifestError::Parse {
+        path: image.to_path_buf(),
+        source,
+    })?;
+    Ok(Embedded {
+        layout,
+        signed,
+        manifest,
+    })
 }
 
 #[cfg(test)]

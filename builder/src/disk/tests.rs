@@ -497,3 +497,104 @@ fn a_flipped_byte_deep_in_the_free_space_of_a_large_sparse_disk_is_found() {
         "{e}"
     );
 }
+
+#[test]
+fn inspect_reads_what_the_image_carries_without_a_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = SecretKey::generate().unwrap();
+    let image = build(dir.path(), &key);
+    let e = manifest::read_embedded(&image).unwrap();
+    assert_eq!(e.layout, plan(&spec(dir.path())).unwrap());
+    assert_eq!(e.manifest.cmdline, "console=ttyS0");
+    let labels: Vec<&str> = e
+        .manifest
+        .partitions()
+        .map(|(_, p)| p.label.as_str())
+        .collect();
+    assert_eq!(
+        labels,
+        ["esp", "payload-a", "payload-b", "manifest", "data"]
+    );
+    let sig = e.signed.signature().unwrap().unwrap();
+    assert_eq!(sig.key_id, key.id());
+}
+
+/// Rewrites the GPT header at `lba` with `edit` applied and a valid checksum.
+fn forge_header(image: &Path, lba: u64, edit: impl Fn(&mut [u8])) {
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(image)
+        .unwrap();
+    let mut h = [0u8; 92];
+    f.read_exact_at(&mut h, lba * 512).unwrap();
+    edit(&mut h);
+    h[16..20].fill(0);
+    let crc = crc::Crc::<u32>::new(&crc::CRC_32_ISO_HDLC).checksum(&h);
+    h[16..20].copy_from_slice(&crc.to_le_bytes());
+    f.write_all_at(&h, lba * 512).unwrap();
+}
+
+#[test]
+fn reading_a_hostile_or_foreign_gpt_is_an_error_never_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("x.img");
+    let s = spec(dir.path());
+    write(&s, &plan(&s).unwrap(), &image).unwrap();
+    let last = 11 * MIB / 512 - 1;
+    let copy = |name: &str| {
+        let p = dir.path().join(name);
+        std::fs::copy(&image, &p).unwrap();
+        p
+    };
+
+    // Entry sizes the gpt crate asserts on, and a table size it would allocate whole.
+    let p = copy("entry-size.img");
+    for lba in [1, last] {
+        forge_header(&p, lba, |h| {
+            h[84..88].copy_from_slice(&256u32.to_le_bytes())
+        });
+    }
+    let e = read_layout(&p).unwrap_err().to_string();
+    assert!(e.contains("entries of 256 bytes"), "{e}");
+    let p = copy("entries.img");
+    for lba in [1, last] {
+        forge_header(&p, lba, |h| {
+            h[80..84].copy_from_slice(&u32::MAX.to_le_bytes())
+        });
+    }
+    let e = read_layout(&p).unwrap_err().to_string();
+    assert!(e.contains("entries (at most"), "{e}");
+
+    // One damaged header: the other one is used.
+    let p = copy("one.img");
+    forge_header(&p, 1, |h| h[84..88].copy_from_slice(&8u32.to_le_bytes()));
+    assert_eq!(read_layout(&p).unwrap(), plan(&s).unwrap());
+
+    // Not a GPT at all, and too small.
+    let p = dir.path().join("zeros.img");
+    std::fs::write(&p, vec![0u8; 4 << 20]).unwrap();
+    let e = read_layout(&p).unwrap_err().to_string();
+    assert!(e.contains("no \"EFI PART\" signature"), "{e}");
+    std::fs::write(&p, b"tiny").unwrap();
+    assert!(read_layout(&p).is_err());
+}
+
+#[test]
+fn a_gpt_of_someone_elses_partitions_is_refused_naming_the_partition() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("foreign.img");
+    std::fs::write(&image, vec![0u8; 8 << 20]).unwrap();
+    let out = tool("sgdisk", "gdisk")
+        .args(["-n", "1:2048:+2M", "-c", "1:root", "-t", "1:8300"])
+        .arg(&image)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let e = read_layout(&image).unwrap_err().to_string();
+    assert!(e.contains("partition 1 is named \"root\""), "{e}");
+}
