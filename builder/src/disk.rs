@@ -319,7 +319,7 @@ impl Layout {
 
     /// Offset of the backup partition table (it ends where the backup header starts).
     pub fn backup_table_offset(&self) -> u64 {
-        self.disk_size - SECTOR - GPT_TABLE_BYTES
+        self.disk_size.saturating_sub(SECTOR + GPT_TABLE_BYTES)
     }
 
     /// Cuts the whole disk, in order, into the regions the manifest covers: the GPT
@@ -366,7 +366,7 @@ impl Layout {
         pieces.push(Region {
             name: "backup-gpt-header".into(),
             kind: RegionKind::BackupHeader,
-            offset: self.disk_size - SECTOR,
+            offset: self.disk_size.saturating_sub(SECTOR),
             size: SECTOR,
         });
         for piece in pieces {

@@ -9,11 +9,10 @@ use std::path::Path;
 
 use hostimg::{Guid, Role, SECTOR};
 
-use super::{DiskError, GPT_ENTRIES, GPT_ENTRY_SIZE, Layout, PlacedPartition};
+use super::{DiskError, GPT_ENTRIES, GPT_ENTRY_SIZE, GPT_TABLE_BYTES, Layout, PlacedPartition};
 
-/// More entries than any sane table has; refusing them keeps a hostile header from making
-/// the reader allocate gigabytes.
-const MAX_ENTRIES: u32 = 32 * GPT_ENTRIES as u32;
+/// Sectors of one partition table of ours.
+const TABLE_SECTORS: u64 = GPT_TABLE_BYTES / SECTOR;
 
 fn guid(u: &uuid::Uuid) -> Guid {
     Guid::from_be_bytes(*u.as_bytes())
@@ -61,7 +60,8 @@ pub fn read_layout(image: &Path) -> Result<Layout, DiskError> {
 }
 
 /// Checks the fields the `gpt` crate would panic or over-allocate on (it asserts 128-byte
-/// entries and allocates the whole table) before it reads the header at `lba`.
+/// entries and allocates the whole table) before it reads the header at `lba`, and that the
+/// table is the size ours is.
 fn precheck(f: &File, lba: u64) -> Result<(), String> {
     let mut h = [0u8; 92];
     f.read_exact_at(&mut h, lba * SECTOR)
@@ -76,9 +76,11 @@ fn precheck(f: &File, lba: u64) -> Result<(), String> {
             "entries of {entry_size} bytes (only {GPT_ENTRY_SIZE} is supported)"
         ));
     }
-    if entries > MAX_ENTRIES {
+    // Ours always has 128 (the layout's regions assume it); refusing others also keeps a
+    // hostile header from making the reader allocate gigabytes.
+    if u64::from(entries) != GPT_ENTRIES {
         return Err(format!(
-            "{entries} entries (at most {MAX_ENTRIES} are supported)"
+            "a table of {entries} entries (hostos images have {GPT_ENTRIES})"
         ));
     }
     Ok(())
@@ -120,10 +122,23 @@ fn open<D: Read + Write + Seek + std::fmt::Debug>(dev: D) -> Result<Layout, Stri
                 role.type_guid()
             ));
         }
-        if p.last_lba < p.first_lba || p.last_lba >= sectors {
+        // Between the primary table and the backup table, after the previous partition.
+        let usable = (TABLE_SECTORS + 2)..sectors.saturating_sub(TABLE_SECTORS + 1);
+        let previous_end = partitions
+            .last()
+            .map_or(0, |q: &PlacedPartition| q.end() / SECTOR);
+        if p.last_lba < p.first_lba
+            || !usable.contains(&p.first_lba)
+            || !usable.contains(&p.last_lba)
+            || p.first_lba < previous_end
+        {
             return Err(format!(
-                "partition {number} ({role}) spans LBA {} to {}, outside the disk",
-                p.first_lba, p.last_lba
+                "partition {number} ({role}) spans LBA {} to {}, outside the usable sectors \
+                 {} to {} or over the partition before it",
+                p.first_lba,
+                p.last_lba,
+                usable.start,
+                usable.end.saturating_sub(1)
             ));
         }
         partitions.push(PlacedPartition {

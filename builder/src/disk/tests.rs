@@ -564,7 +564,7 @@ fn reading_a_hostile_or_foreign_gpt_is_an_error_never_a_panic() {
         });
     }
     let e = read_layout(&p).unwrap_err().to_string();
-    assert!(e.contains("entries (at most"), "{e}");
+    assert!(e.contains("a table of 4294967295 entries"), "{e}");
 
     // One damaged header: the other one is used.
     let p = copy("one.img");
