@@ -27,6 +27,7 @@
 //! \n
 //! <manifest.json><manifest.json.minisig><zeros>
 //! ```
+
 // Until `builder build`, `verify` and `inspect` call it (the coordinator wires the CLI).
 #![allow(dead_code, unused_imports)]
 
