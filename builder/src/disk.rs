@@ -15,6 +15,7 @@
 //!   the `gpt` crate's random defaults are always overwritten;
 //! - partition attributes follow the Discoverable Partitions Specification: bit 60
 //!   (read-only) where the spec asks for it, bit 59 (grow-file-system) on data.
+
 // Until `builder build`, `verify` and `inspect` call it (the coordinator wires the CLI).
 #![allow(dead_code, unused_imports)]
 

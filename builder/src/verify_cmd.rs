@@ -4,6 +4,7 @@
 //! Order: find the manifest partition through the GPT (the backup GPT if the primary is
 //! damaged), check the signature with the given public key, then walk the manifest's regions
 //! in disk order (MBR, GPT structures, partitions, gaps) and compare each with the image.
+
 // Until `builder build`, `verify` and `inspect` call it (the coordinator wires the CLI).
 #![allow(dead_code)]
 
