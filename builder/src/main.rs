@@ -3,6 +3,7 @@
 mod aci_cmd;
 mod cli;
 mod datafs;
+mod disk;
 mod esp;
 mod fetch_cmd;
 mod image;
@@ -10,11 +11,13 @@ mod init_bin;
 mod initramfs;
 mod kernel;
 mod logging;
+mod manifest;
 mod paths;
 mod payload;
 mod run;
 mod sign_cmd;
 mod tools;
+mod verify_cmd;
 mod verity;
 
 use std::process::ExitCode;
