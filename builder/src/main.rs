@@ -3,6 +3,7 @@
 mod aci_cmd;
 mod cli;
 mod fetch_cmd;
+mod formats;
 mod image;
 mod init_build;
 mod initramfs;
