@@ -24,13 +24,7 @@ use std::process::Command;
 use std::str::FromStr;
 use std::time::Instant;
 
-use crate::tools::{self, Tool};
-
-/// `qemu-img`, which writes the qcow2 output (and which the tests use to check the others).
-const QEMU_IMG: Tool = Tool {
-    program: "qemu-img",
-    package: "qemu-utils",
-};
+use crate::tools::{self, QEMU_IMG};
 
 const MIB: u64 = 1 << 20;
 const GIB: u64 = 1 << 30;
@@ -165,9 +159,9 @@ pub enum FormatError {
     },
     #[error(transparent)]
     Missing(#[from] tools::MissingAll),
-    #[error("running qemu-img to write {path}")]
+    #[error("running qemu-img {what}")]
     SpawnQemuImg {
-        path: PathBuf,
+        what: String,
         #[source]
         source: io::Error,
     },
@@ -272,7 +266,7 @@ pub fn qemu_img_version() -> Result<String, FormatError> {
         .arg("--version")
         .output()
         .map_err(|source| FormatError::SpawnQemuImg {
-            path: PathBuf::from("--version"),
+            what: "--version".to_string(),
             source,
         })?;
     let text = String::from_utf8_lossy(&out.stdout);
@@ -291,7 +285,7 @@ fn qcow2(raw: &Path, out: &Path) -> Result<(), FormatError> {
         .arg(tmp.path())
         .output()
         .map_err(|source| FormatError::SpawnQemuImg {
-            path: out.to_path_buf(),
+            what: format!("to write {}", out.display()),
             source,
         })?;
     if !output.status.success() {

@@ -4,6 +4,7 @@ use std::os::unix::fs::MetadataExt;
 use std::process::Stdio;
 
 use super::*;
+use crate::tools::Tool;
 
 const TAR: Tool = tools::TAR;
 const ZSTD: Tool = tools::ZSTD;
@@ -450,4 +451,28 @@ fn timing() {
             out.metadata().unwrap().blocks() * 512
         );
     }
+}
+
+#[test]
+fn qemu_img_version_is_reported_for_the_manifest() {
+    need(QEMU_IMG);
+    let v = qemu_img_version().unwrap();
+    assert!(v.starts_with("qemu-img version "), "{v}");
+}
+
+#[test]
+fn a_failed_write_leaves_neither_output_nor_temporary_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let raw = dir.path().join("in.img");
+    make_raw(&raw, 2 * MIB + 512, false);
+    let out = dir.path().join("out").join("x.vhd");
+    std::fs::create_dir(out.parent().unwrap()).unwrap();
+    write(&raw, Format::Vhd, &out, EPOCH, SEED).unwrap_err();
+    // qemu-img refuses a raw image that is not there; its temporary file goes too.
+    let missing = dir.path().join("missing.img");
+    let q = out.with_extension("qcow2");
+    let err = write(&missing, Format::Qcow2, &q, EPOCH, SEED).unwrap_err();
+    assert!(err.to_string().contains("missing.img"), "{err}");
+    let left: Vec<_> = std::fs::read_dir(out.parent().unwrap()).unwrap().collect();
+    assert!(left.is_empty(), "{left:?}");
 }
