@@ -44,18 +44,16 @@ fn pieces(size: u64) -> Vec<(u64, Vec<u8>)> {
     ]
 }
 
-/// Writes the fake disk at `path`: sparse (only the pieces written) or dense (every byte
-/// written, zeros included), which a filesystem reports with different holes.
-fn make_raw(path: &Path, size: u64, dense: bool) {
+/// Writes the fake disk at `path`: sparse (only the pieces written) or with its first `dense`
+/// bytes written, zeros included, which a filesystem reports with different holes.
+fn make_raw(path: &Path, size: u64, dense: u64) {
     let f = File::create(path).unwrap();
-    if dense {
-        let zeros = vec![0u8; MIB as usize];
-        let mut pos = 0;
-        while pos < size {
-            let n = (size - pos).min(MIB);
-            f.write_all_at(&zeros[..n as usize], pos).unwrap();
-            pos += n;
-        }
+    let zeros = vec![0u8; MIB as usize];
+    let mut pos = 0;
+    while pos < dense.min(size) {
+        let n = (dense.min(size) - pos).min(MIB);
+        f.write_all_at(&zeros[..n as usize], pos).unwrap();
+        pos += n;
     }
     f.set_len(size).unwrap();
     for (off, data) in pieces(size) {
@@ -122,7 +120,7 @@ fn sparse_copy_keeps_the_bytes_and_allocates_only_the_data() {
     let dir = tempfile::tempdir().unwrap();
     let size = 64 * MIB;
     let src = dir.path().join("dense.img");
-    make_raw(&src, size, true);
+    make_raw(&src, size, size);
     let dst = dir.path().join("copy.img");
     copy_sparse(&src, &dst).unwrap();
     same_bytes(&src, &dst);
@@ -151,7 +149,7 @@ fn sparse_copy_keeps_the_bytes_and_allocates_only_the_data() {
 fn raw_output_is_a_sparse_copy() {
     let dir = tempfile::tempdir().unwrap();
     let raw = dir.path().join("in.img");
-    make_raw(&raw, 16 * MIB, true);
+    make_raw(&raw, 16 * MIB, 16 * MIB);
     let out = dir.path().join("hello-x86_64.img");
     write(&raw, Format::Raw, &out, EPOCH, SEED).unwrap();
     same_bytes(&raw, &out);
@@ -164,7 +162,7 @@ fn qcow2_passes_qemu_img_check_and_converts_back_to_the_raw_image() {
     let dir = tempfile::tempdir().unwrap();
     let size = 32 * MIB;
     let raw = dir.path().join("in.img");
-    make_raw(&raw, size, false);
+    make_raw(&raw, size, 0);
     let out = dir.path().join("hello-x86_64.qcow2");
     write(&raw, Format::Qcow2, &out, EPOCH, SEED).unwrap();
     run(Command::new("qemu-img").arg("check").arg(&out));
@@ -187,7 +185,7 @@ fn vhd_is_a_fixed_vpc_of_the_raw_size_that_reads_back_as_the_raw_image() {
     let dir = tempfile::tempdir().unwrap();
     let size = 32 * MIB;
     let raw = dir.path().join("in.img");
-    make_raw(&raw, size, false);
+    make_raw(&raw, size, 0);
     let out = dir.path().join("hello-x86_64.vhd");
     write(&raw, Format::Vhd, &out, EPOCH, SEED).unwrap();
     assert_eq!(
@@ -199,6 +197,8 @@ fn vhd_is_a_fixed_vpc_of_the_raw_size_that_reads_back_as_the_raw_image() {
         out.metadata().unwrap().blocks() * 512 < 2 * MIB,
         "written sparse"
     );
+    // `-f vpc`: qemu probes only dynamic VHDs (cookie at offset 0), and takes a fixed one,
+    // ours or its own, for raw unless told.
     let info = json(&run(Command::new("qemu-img")
         .args(["info", "--output=json", "-f", "vpc"])
         .arg(&out)));
@@ -219,7 +219,7 @@ fn vhd_footer_matches_qemu_img_force_size_but_for_time_creator_id_and_checksum()
     let dir = tempfile::tempdir().unwrap();
     let size = 24 * MIB;
     let raw = dir.path().join("in.img");
-    make_raw(&raw, size, false);
+    make_raw(&raw, size, 0);
     let ours = dir.path().join("ours.vhd");
     write(&raw, Format::Vhd, &ours, EPOCH, SEED).unwrap();
     let theirs = dir.path().join("qemu.vhd");
@@ -259,7 +259,7 @@ fn vhd_footer_matches_qemu_img_force_size_but_for_time_creator_id_and_checksum()
 fn vhd_refuses_a_raw_image_that_is_not_a_whole_mib() {
     let dir = tempfile::tempdir().unwrap();
     let raw = dir.path().join("in.img");
-    make_raw(&raw, 4 * MIB + 512, false);
+    make_raw(&raw, 4 * MIB + 512, 0);
     let out = dir.path().join("x.vhd");
     let err = write(&raw, Format::Vhd, &out, EPOCH, SEED).unwrap_err();
     assert!(
@@ -277,7 +277,7 @@ fn gce_tarball_holds_exactly_disk_raw_sparse_and_extracts_to_the_raw_image() {
     let dir = tempfile::tempdir().unwrap();
     let size = GIB;
     let raw = dir.path().join("in.img");
-    make_raw(&raw, size, false);
+    make_raw(&raw, size, 0);
     let out = dir.path().join("hello-x86_64.tar.gz");
     write(&raw, Format::Gce, &out, EPOCH, SEED).unwrap();
 
@@ -341,7 +341,7 @@ fn gce_tarball_holds_exactly_disk_raw_sparse_and_extracts_to_the_raw_image() {
 fn gce_refuses_a_raw_image_that_is_not_a_whole_gib() {
     let dir = tempfile::tempdir().unwrap();
     let raw = dir.path().join("in.img");
-    make_raw(&raw, 64 * MIB, false);
+    make_raw(&raw, 64 * MIB, 0);
     let err = write(&raw, Format::Gce, &dir.path().join("x.tar.gz"), EPOCH, SEED).unwrap_err();
     assert!(
         matches!(err, FormatError::Size { multiple: GIB, .. }),
@@ -354,7 +354,7 @@ fn zst_round_trips_through_the_zstd_tool() {
     need(ZSTD);
     let dir = tempfile::tempdir().unwrap();
     let raw = dir.path().join("in.img");
-    make_raw(&raw, 48 * MIB, false);
+    make_raw(&raw, 48 * MIB, 0);
     let out = dir.path().join("hello-aarch64.img.zst");
     write(&raw, Format::Zst, &out, EPOCH, SEED).unwrap();
     let back = dir.path().join("back.img");
@@ -368,8 +368,8 @@ fn zst_round_trips_through_the_zstd_tool() {
     assert!(list.contains("50331648"), "{list}");
 }
 
-/// Two builds: one raw written sparse, one written dense (different holes for the
-/// filesystem), outputs in different directories; every format's bytes must agree.
+/// Two builds: one raw written sparse, one written dense (its first 64 MiB, so different holes
+/// for the filesystem), outputs in different directories; every format's bytes must agree.
 #[test]
 fn every_format_is_deterministic_across_runs_and_hole_layouts() {
     need(QEMU_IMG);
@@ -378,8 +378,8 @@ fn every_format_is_deterministic_across_runs_and_hole_layouts() {
     for f in Format::ALL {
         let size = if f == Format::Gce { GIB } else { 16 * MIB };
         let (ra, rb) = (a.path().join("in.img"), b.path().join("in.img"));
-        make_raw(&ra, size, false);
-        make_raw(&rb, size, f != Format::Gce);
+        make_raw(&ra, size, 0);
+        make_raw(&rb, size, size.min(64 * MIB));
         let (oa, ob) = (
             a.path().join(output_name("h", hostdecl::Arch::X86_64, f)),
             b.path().join(output_name("h", hostdecl::Arch::X86_64, f)),
@@ -464,7 +464,7 @@ fn qemu_img_version_is_reported_for_the_manifest() {
 fn a_failed_write_leaves_neither_output_nor_temporary_file() {
     let dir = tempfile::tempdir().unwrap();
     let raw = dir.path().join("in.img");
-    make_raw(&raw, 2 * MIB + 512, false);
+    make_raw(&raw, 2 * MIB + 512, 0);
     let out = dir.path().join("out").join("x.vhd");
     std::fs::create_dir(out.parent().unwrap()).unwrap();
     write(&raw, Format::Vhd, &out, EPOCH, SEED).unwrap_err();
@@ -475,4 +475,31 @@ fn a_failed_write_leaves_neither_output_nor_temporary_file() {
     assert!(err.to_string().contains("missing.img"), "{err}");
     let left: Vec<_> = std::fs::read_dir(out.parent().unwrap()).unwrap().collect();
     assert!(left.is_empty(), "{left:?}");
+}
+
+#[test]
+fn qemu_img_refuses_our_vhd_once_a_footer_byte_is_flipped() {
+    need(QEMU_IMG);
+    let dir = tempfile::tempdir().unwrap();
+    let size = 4 * MIB;
+    let raw = dir.path().join("in.img");
+    make_raw(&raw, size, 0);
+    let out = dir.path().join("x.vhd");
+    write(&raw, Format::Vhd, &out, EPOCH, SEED).unwrap();
+    let info = |p: &Path| {
+        Command::new("qemu-img")
+            .args(["info", "-f", "vpc"])
+            .arg(p)
+            .output()
+            .unwrap()
+    };
+    assert!(info(&out).status.success(), "qemu-img takes our footer");
+    // The original-size field: qemu checks the footer's checksum, so it read ours.
+    let f = File::options().write(true).open(&out).unwrap();
+    f.write_all_at(&[0x7f], size + 41).unwrap();
+    drop(f);
+    let refused = info(&out);
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("checksum"), "{stderr}");
 }
