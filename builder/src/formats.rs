@@ -174,8 +174,9 @@ pub enum FormatError {
 }
 
 /// Writes `out` in format `f` from the raw image `raw`, through a temporary file beside `out`
-/// renamed into place. `epoch` (SOURCE_DATE_EPOCH or the build's derived time) is the only time
-/// that goes into an output; `name_seed` derives the VHD's unique id.
+/// renamed into place (so `out` may be `raw` itself, for [`Format::Raw`]). `epoch`
+/// (SOURCE_DATE_EPOCH or the build's derived time) is the only time that goes into an output;
+/// `name_seed` derives the VHD's unique id.
 pub fn write(
     raw: &Path,
     f: Format,
@@ -198,38 +199,19 @@ pub fn write(
             rule: f.rule(),
         });
     }
-    if f == Format::Qcow2 {
-        qcow2(raw, out)?;
-    } else {
-        let runs = sparse::data_runs(&src, size).map_err(read_err)?;
-        let mut tmp = temp_beside(out)?;
-        let write_err = |source| FormatError::Write {
-            path: out.to_path_buf(),
-            source,
-        };
-        let file = tmp.as_file_mut();
-        match f {
-            Format::Raw => sparse::copy_runs(&src, &runs, file, size).map_err(write_err)?,
-            Format::Vhd => {
-                sparse::copy_runs(&src, &runs, file, size).map_err(write_err)?;
-                let footer = vhd::footer(size, epoch, name_seed);
-                file.write_all_at(&footer, size).map_err(write_err)?;
-            }
-            Format::Gce => {
-                let mtime = u64::try_from(epoch).unwrap_or(0);
-                gce::write(
-                    &src,
-                    size,
-                    &runs,
-                    mtime,
-                    BufWriter::with_capacity(MIB as usize, file),
-                )
-                .map_err(write_err)?;
-            }
-            Format::Zst => zst(&src, size, &runs, file).map_err(write_err)?,
-            Format::Qcow2 => {}
+    match f {
+        Format::Qcow2 => qcow2(raw, out)?,
+        Format::Raw | Format::Vhd | Format::Gce | Format::Zst => {
+            let runs = sparse::data_runs(&src, size).map_err(read_err)?;
+            let mut tmp = temp_beside(out)?;
+            from_runs(&src, size, &runs, f, tmp.as_file_mut(), epoch, name_seed).map_err(
+                |source| FormatError::Write {
+                    path: out.to_path_buf(),
+                    source,
+                },
+            )?;
+            publish(tmp, out)?;
         }
-        publish(tmp, out)?;
     }
     log::info!(
         "{}: {f} written in {:.2} s",
@@ -237,6 +219,34 @@ pub fn write(
         started.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// Writes format `f` of the `size`-byte image `src`, whose data runs are `runs`, into the empty
+/// file `out`.
+fn from_runs(
+    src: &File,
+    size: u64,
+    runs: &[sparse::Run],
+    f: Format,
+    out: &mut File,
+    epoch: i64,
+    name_seed: &[u8],
+) -> io::Result<()> {
+    match f {
+        Format::Raw => sparse::copy_runs(src, runs, out, size),
+        Format::Vhd => {
+            sparse::copy_runs(src, runs, out, size)?;
+            out.write_all_at(&vhd::footer(size, epoch, name_seed), size)
+        }
+        Format::Gce => {
+            // A tar header's mtime is unsigned; an epoch before 1970 is not a build time.
+            let mtime = u64::try_from(epoch).unwrap_or(0);
+            let buffered = BufWriter::with_capacity(MIB as usize, out);
+            gce::write(src, size, runs, mtime, buffered)
+        }
+        Format::Zst => zst(src, size, runs, out),
+        Format::Qcow2 => Err(io::Error::other("qcow2 is written by qemu-img")),
+    }
 }
 
 /// Copies `src` to `dst` keeping its holes, and making holes of its zero 4 KiB blocks; `dst`

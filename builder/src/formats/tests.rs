@@ -146,7 +146,7 @@ fn sparse_copy_keeps_the_bytes_and_allocates_only_the_data() {
 }
 
 #[test]
-fn raw_output_is_a_sparse_copy() {
+fn raw_output_is_a_sparse_copy_even_in_place() {
     let dir = tempfile::tempdir().unwrap();
     let raw = dir.path().join("in.img");
     make_raw(&raw, 16 * MIB, 16 * MIB);
@@ -154,6 +154,10 @@ fn raw_output_is_a_sparse_copy() {
     write(&raw, Format::Raw, &out, EPOCH, SEED).unwrap();
     same_bytes(&raw, &out);
     assert!(out.metadata().unwrap().blocks() * 512 < 2 * MIB);
+    // In place: the raw image made sparse, its bytes kept.
+    write(&raw, Format::Raw, &raw, EPOCH, SEED).unwrap();
+    same_bytes(&raw, &out);
+    assert!(raw.metadata().unwrap().blocks() * 512 < 2 * MIB);
 }
 
 #[test]
