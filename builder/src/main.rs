@@ -6,6 +6,7 @@ mod datafs;
 mod disk;
 mod esp;
 mod fetch_cmd;
+mod formats;
 mod image;
 mod init_bin;
 mod initramfs;

@@ -54,6 +54,10 @@ pub const QEMU_X86_64: Tool = Tool {
     program: "qemu-system-x86_64",
     package: "qemu-system-x86 (from bookworm-backports)",
 };
+pub const QEMU_IMG: Tool = Tool {
+    program: "qemu-img",
+    package: "qemu-utils",
+};
 pub const QEMU_AARCH64: Tool = Tool {
     program: "qemu-system-aarch64",
     package: "qemu-system-arm (from bookworm-backports)",
