@@ -18,6 +18,12 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
 fi
 export RUSTC_BOOTSTRAP=1
 cd "$repo/aci"
+# cargo fuzz has no --locked: check the committed lock file first, so a stale one fails here
+# instead of being rewritten by the build.
+if ! cargo metadata --locked --format-version 1 --manifest-path fuzz/Cargo.toml >/dev/null; then
+    echo "fuzz: aci/fuzz/Cargo.lock is out of date; run \`cargo update -w --manifest-path aci/fuzz/Cargo.toml\` and commit it" >&2
+    exit 1
+fi
 # shellcheck disable=SC2086  # FUZZ_BUILD_ARGS is a list of flags
 cargo fuzz build ${FUZZ_BUILD_ARGS:-}
 if git -C "$repo" rev-parse --git-dir >/dev/null 2>&1 &&

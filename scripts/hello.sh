@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job, from a fresh Debian 12 machine: install what is missing, build
-# images/hello.toml for this machine's architecture (or ARCH=aarch64) and boot it under QEMU
-# with the serial console on this terminal. The guest's power button is pressed after
+# images/hello.toml's signed disk image for this machine's architecture (or ARCH=aarch64) and
+# boot it under QEMU through the firmware (OVMF / AAVMF) with the serial console on this
+# terminal. The guest's power button is pressed after
 # POWERDOWN_AFTER seconds after init is ready (default 15; 0 = never, quit QEMU with Ctrl-A X).
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
@@ -12,4 +13,6 @@ arch="${ARCH:-$(uname -m)}"
 after="${POWERDOWN_AFTER:-15}"
 args=(run images/hello.toml --arch "$arch" -o out)
 if [ "$after" != 0 ]; then args+=(--powerdown-after "$after"); fi
-cargo run --release --locked -p builder -- "${args[@]}"
+# The same build of the builder as scripts/test.sh makes, so neither rebuilds the other's.
+cargo build --release --locked -p builder
+"$repo/target/release/builder" "${args[@]}"

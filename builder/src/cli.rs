@@ -34,8 +34,15 @@ pub enum ArchArg {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Build the image(s) a host declaration describes.
-    #[command(after_help = "Example:\n  builder build images/hello.toml --arch x86_64 -o out/")]
+    /// Build the signed disk image(s) a host declaration describes.
+    #[command(
+        after_help = "Example:\n  builder build images/hello.toml --arch x86_64 -o out/\n  builder build host.toml --key release.key --format raw,qcow2,vhd\n\n\
+        Writes OUT/NAME-ARCH.img (raw, sparse), NAME-ARCH.manifest.json and its .minisig, and\n\
+        whatever --format (or the declaration's `formats`) asks for: qcow2, vhd (fixed, Azure),\n\
+        gce (NAME-ARCH.tar.gz holding disk.raw), zst (NAME-ARCH.img.zst), kernel\n\
+        (OUT/ARCH/{vmlinuz,initramfs.cpio.zst,cmdline} for direct -kernel boots).\n\
+        SOURCE_DATE_EPOCH sets every timestamp; the same inputs give the same bytes."
+    )]
     Build {
         /// The host declaration (TOML).
         host: PathBuf,
@@ -45,20 +52,38 @@ pub enum Command {
         /// Output directory.
         #[arg(short, long, default_value = "out")]
         out: PathBuf,
+        /// Signing key (minisign secret key), instead of the declaration's `[signing] key`.
+        #[arg(long, value_name = "SECRET_KEY")]
+        key: Option<PathBuf>,
+        /// Output formats, instead of the declaration's `formats` (raw is always written).
+        #[arg(long, value_delimiter = ',', value_name = "FORMAT")]
+        format: Vec<FormatArg>,
     },
     /// Build (if needed) and boot an image under QEMU with the serial console on this terminal.
     #[command(
-        after_help = "Example:\n  builder run images/hello.toml --arch aarch64\n\nQuit QEMU with Ctrl-A X; `system_powerdown` on the monitor powers the guest off in order."
+        after_help = "Example:\n  builder run images/hello.toml --arch aarch64\n  builder run out/hello-aarch64.img --firmware u-boot\n  builder run out/hello-x86_64.img --disk-size 4G\n\n\
+        A declaration is built first (into -o) and its disk image booted through the firmware:\n\
+        OVMF on x86_64, AAVMF (or U-Boot) on aarch64. The image itself is never written: the\n\
+        guest boots a copy. Quit QEMU with Ctrl-A X; the exit status is 0 only when the guest\n\
+        powered itself off."
     )]
     Run {
-        /// A host declaration (built first) or an output directory from `builder build`.
+        /// A host declaration (built first), a disk image (`NAME-ARCH.img`), or an output
+        /// directory of `builder build --format kernel` (booted directly).
         target: PathBuf,
-        /// Architecture to boot (default: this machine's).
+        /// Architecture to boot (default: the image's, else this machine's).
         #[arg(long)]
         arch: Option<ArchArg>,
         /// Output directory used when building.
         #[arg(short, long, default_value = "out")]
         out: PathBuf,
+        /// Firmware: OVMF (x86_64), AAVMF or U-Boot (aarch64); default: OVMF / AAVMF.
+        #[arg(long, value_enum, default_value_t = FirmwareArg::Default)]
+        firmware: FirmwareArg,
+        /// Enlarge the booted copy of the disk to this size (e.g. 4G, 512M), to see the data
+        /// partition grow on first boot.
+        #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+        disk_size: Option<u64>,
         /// Use KVM instead of TCG software emulation (x86_64 host and guest only).
         #[arg(long)]
         kvm: bool,
@@ -69,6 +94,29 @@ pub enum Command {
         /// Guest memory in MiB.
         #[arg(long, default_value_t = 512)]
         memory: u32,
+    },
+    /// Check a disk image against its signed manifest: signature, GPT, every partition.
+    #[command(
+        after_help = "Example:\n  builder verify out/hello-x86_64.img --key release.pub\n\n\
+        Exits non-zero naming the first part that differs from what the manifest signed.\n\
+        The data partition's contents are not covered (the running system writes them)."
+    )]
+    Verify {
+        /// The raw disk image (`NAME-ARCH.img`).
+        image: PathBuf,
+        /// The public key the image must be signed with (minisign format).
+        #[arg(long, value_name = "PUBLIC_KEY")]
+        key: PathBuf,
+    },
+    /// Show what a disk image holds: partitions, signed manifest, command line, embedded
+    /// images and trust keys.
+    #[command(after_help = "Example:\n  builder inspect out/hello-x86_64.img\n  builder inspect out/hello-x86_64.img --json | jq .partitions")]
+    Inspect {
+        /// The raw disk image (`NAME-ARCH.img`).
+        image: PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
     },
     /// Build the kernel from kernel-config/ fragments, or reuse the cached build.
     #[command(
@@ -84,7 +132,7 @@ pub enum Command {
         /// Expected sha256 of the source tarball.
         #[arg(long)]
         sha256: Option<String>,
-        /// Directory of config fragments (default: the repository's kernel-config/).
+        /// Directory of config fragments (default: the kernel-config/ built into the builder).
         #[arg(long)]
         fragments: Option<PathBuf>,
         /// Extra fragment files merged after the default ones.
@@ -114,6 +162,62 @@ pub enum AciCommand {
     Sign(sign_cmd::SignCommand),
     #[command(flatten)]
     Fetch(fetch_cmd::FetchCommand),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FormatArg {
+    Raw,
+    Qcow2,
+    Vhd,
+    Gce,
+    Zst,
+    Kernel,
+}
+
+impl From<FormatArg> for hostdecl::Format {
+    fn from(f: FormatArg) -> hostdecl::Format {
+        match f {
+            FormatArg::Raw => hostdecl::Format::Raw,
+            FormatArg::Qcow2 => hostdecl::Format::Qcow2,
+            FormatArg::Vhd => hostdecl::Format::Vhd,
+            FormatArg::Gce => hostdecl::Format::Gce,
+            FormatArg::Zst => hostdecl::Format::Zst,
+            FormatArg::Kernel => hostdecl::Format::Kernel,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FirmwareArg {
+    /// OVMF on x86_64, AAVMF on aarch64.
+    Default,
+    Ovmf,
+    Aavmf,
+    #[value(name = "u-boot")]
+    UBoot,
+}
+
+/// `4G`, `512M`, `1048576`: a size in bytes (K/M/G/T are powers of 1024).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (num, mult) = match t.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let m: u64 = match c.to_ascii_uppercase() {
+                'K' => 1 << 10,
+                'M' => 1 << 20,
+                'G' => 1 << 30,
+                'T' => 1 << 40,
+                _ => return Err(format!("{s:?}: unknown size suffix {c:?} (use K, M, G or T)")),
+            };
+            (&t[..i], m)
+        }
+        _ => (t, 1),
+    };
+    num.parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .filter(|n| *n > 0)
+        .ok_or_else(|| format!("{s:?} is not a size (e.g. 4G, 512M)"))
 }
 
 impl From<ArchArg> for hostdecl::Arch {

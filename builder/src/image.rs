@@ -1,19 +1,15 @@
-//! `builder build`: from a host declaration to boot artifacts per architecture: the kernel, an
-//! initramfs holding init and the rendered declaration, and the kernel command line.
-//!
-//! Output layout (a contract with `builder run` and qemu-tests):
-//! `OUT/<arch>/vmlinuz`, `OUT/<arch>/initramfs.cpio.zst`, `OUT/<arch>/cmdline`.
+//! The declaration as the builder reads it, the kernel command line, and the direct-boot
+//! artifacts (`--format kernel`) for `-kernel` boots: `OUT/<arch>/vmlinuz`,
+//! `OUT/<arch>/initramfs.cpio.zst`, `OUT/<arch>/cmdline` (a contract with `builder run` and
+//! qemu-tests). The disk image itself is `assemble`'s.
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 use anyhow::{Context, Result};
 
 use hostdecl::{Arch, HostDecl};
 
-use crate::initramfs::{Initramfs, Kind};
-use crate::{init_bin, kernel};
 
 /// A declaration read from disk, with the directory relative paths in it refer to.
 pub struct Declaration {
@@ -49,51 +45,27 @@ pub fn cmdline(decl: &HostDecl, arch: Arch) -> String {
     c
 }
 
-pub fn build(d: &Declaration, arch: Arch, out: &Path) -> Result<Built> {
-    let start = Instant::now();
-    let prebuilt = d.decl.kernel.prebuilt.for_arch(arch).map(|p| d.dir.join(p));
-    let kernel = kernel::resolve_for_image(
-        arch,
-        prebuilt.as_deref(),
-        d.decl.kernel.source.as_deref(),
-        d.decl.kernel.sha256.as_deref(),
-    )?;
-    let init_bytes = init_bin::for_arch(arch).to_vec();
-    let init_len = init_bytes.len();
-
-    let mut fs_ = Initramfs::with_skeleton()?;
-    fs_.add("init", Kind::File(init_bytes), 0o755)?;
-    let rendered = d.decl.to_toml_string()?;
-    fs_.add(
-        hostdecl::RENDERED_PATH,
-        Kind::File(rendered.into_bytes()),
-        0o644,
-    )?;
-    let initramfs = fs_.to_cpio_zstd()?;
-
+/// Writes the direct-boot artifacts (`--format kernel`): `OUT/<arch>/vmlinuz`,
+/// `initramfs.cpio.zst` and `cmdline`, the same kernel, initramfs and command line the UKI
+/// carries, for `-kernel` boots.
+pub fn write_direct(
+    arch: Arch,
+    out: &Path,
+    kernel: &[u8],
+    initramfs: &[u8],
+    cmdline: &str,
+) -> Result<Built> {
     let dir = out.join(arch.as_str());
     fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let cmd = cmdline(&d.decl, arch);
-    let kernel_bytes = fs::read(&kernel.image)
-        .with_context(|| format!("reading kernel {}", kernel.image.display()))?;
-    write_atomic(&dir.join("vmlinuz"), &kernel_bytes)?;
-    write_atomic(&dir.join("initramfs.cpio.zst"), &initramfs)?;
-    write_atomic(&dir.join("cmdline"), format!("{cmd}\n").as_bytes())?;
-    eprintln!(
-        "build {} {arch}: kernel {} KiB, initramfs {} KiB (init {} KiB) in {:.1} s -> {}",
-        d.decl.name,
-        kernel_bytes.len() / 1024,
-        initramfs.len() / 1024,
-        init_len / 1024,
-        start.elapsed().as_secs_f64(),
-        dir.display()
-    );
+    write_atomic(&dir.join("vmlinuz"), kernel)?;
+    write_atomic(&dir.join("initramfs.cpio.zst"), initramfs)?;
+    write_atomic(&dir.join("cmdline"), format!("{cmdline}\n").as_bytes())?;
     Ok(Built {
         arch,
         kernel: dir.join("vmlinuz"),
         initramfs: dir.join("initramfs.cpio.zst"),
         dir,
-        cmdline: cmd,
+        cmdline: cmdline.to_string(),
     })
 }
 

@@ -1,6 +1,7 @@
 //! `builder`: plans and assembles host images. This file only parses arguments and reports errors.
 
 mod aci_cmd;
+mod assemble;
 mod cli;
 mod datafs;
 mod disk;
@@ -8,6 +9,7 @@ mod esp;
 mod fetch_cmd;
 mod formats;
 mod image;
+mod inspect_cmd;
 mod init_bin;
 mod initramfs;
 mod kernel;
@@ -70,49 +72,82 @@ fn run(cli: cli::Cli) -> anyhow::Result<()> {
             println!("{}", k.image.display());
             Ok(())
         }
-        cli::Command::Build { host, arch, out } => {
+        cli::Command::Build {
+            host,
+            arch,
+            out,
+            key,
+            format,
+        } => {
             let d = image::load(&host)?;
-            let arches = match arch {
-                Some(a) => vec![a.into()],
-                None => d.decl.arch.clone(),
+            let arches = d.decl.arches_to_build(arch.map(Into::into))?;
+            let opts = assemble::BuildOptions {
+                key,
+                formats: (!format.is_empty()).then(|| format.into_iter().map(Into::into).collect()),
             };
             for a in arches {
-                let b = image::build(&d, a, &out)?;
-                println!("{}", b.dir.display());
+                let b = assemble::build(&d, a, &out, &opts)?;
+                for o in &b.outputs {
+                    println!("{}", o.display());
+                }
+                if let Some(direct) = &b.direct {
+                    println!("{}", direct.dir.display());
+                }
             }
             Ok(())
         }
+        cli::Command::Verify { image, key } => verify_cmd::run(&image, &key),
+        cli::Command::Inspect { image, json } => inspect_cmd::run(&image, json),
         cli::Command::Run {
             target,
             arch,
             out,
+            firmware,
+            disk_size,
             kvm,
             powerdown_after,
             memory,
         } => {
-            let arch: hostdecl::Arch = match arch {
-                Some(a) => a.into(),
-                None => hostdecl::Arch::current().unwrap_or(hostdecl::Arch::X86_64),
-            };
-            let built = if target.is_dir() {
-                image::open_built(&target, arch)?
-            } else {
-                let d = image::load(&target)?;
-                if !d.decl.arch.contains(&arch) {
-                    anyhow::bail!(
-                        "{} does not declare arch {arch} (it declares {:?})",
-                        target.display(),
-                        d.decl.arch
-                    );
-                }
-                image::build(&d, arch, &out)?
-            };
             let opts = run::RunOptions {
                 kvm,
                 powerdown_after: powerdown_after.map(std::time::Duration::from_secs),
                 memory_mib: memory,
+                firmware: match firmware {
+                    cli::FirmwareArg::Default => run::Firmware::Default,
+                    cli::FirmwareArg::Ovmf => run::Firmware::Ovmf,
+                    cli::FirmwareArg::Aavmf => run::Firmware::Aavmf,
+                    cli::FirmwareArg::UBoot => run::Firmware::UBoot,
+                },
+                disk_size,
             };
-            run::run(&built, &opts)
+            let arch: Option<hostdecl::Arch> = arch.map(Into::into);
+            if target.is_dir() {
+                let arch = arch.unwrap_or_else(default_arch);
+                return run::run_direct(&image::open_built(&target, arch)?, &opts);
+            }
+            let is_declaration = target.extension().is_some_and(|e| e == "toml");
+            if !is_declaration {
+                let arch = match arch {
+                    Some(a) => a,
+                    None => run::arch_of_image(&target)?,
+                };
+                return run::run_disk(&target, arch, &opts);
+            }
+            let d = image::load(&target)?;
+            let arch = match arch {
+                Some(a) => a,
+                None => {
+                    let here = default_arch();
+                    if d.decl.arch.contains(&here) { here } else { d.decl.arch[0] }
+                }
+            };
+            let arch = d.decl.arches_to_build(Some(arch))?[0];
+            let b = assemble::build(&d, arch, &out, &assemble::BuildOptions::default())?;
+            run::run_disk(&b.image, arch, &opts)
         }
     }
+}
+
+fn default_arch() -> hostdecl::Arch {
+    hostdecl::Arch::current().unwrap_or(hostdecl::Arch::X86_64)
 }

@@ -317,6 +317,12 @@ pub(crate) fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
     PathBuf::from(s)
 }
 
+/// Writes an unencrypted key pair to new files (the secret one mode 0600); never overwrites.
+pub fn write_new_key_pair(key: &SecretKey, secret: &Path, public: &Path) -> anyhow::Result<()> {
+    write_new(secret, key.to_minisign_unencrypted().as_bytes(), 0o600)?;
+    write_new(public, key.public_key().to_minisign().as_bytes(), 0o644)
+}
+
 /// Creates `path` only if it does not exist, so a key is never overwritten.
 fn write_new(path: &Path, data: &[u8], mode: u32) -> anyhow::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
