@@ -1,5 +1,6 @@
-//! The harness's error type: every way booting, watching or building can fail, as sentences
-//! that say which VM or command, what was awaited, and what the console showed.
+//! The error type: every way preparing, booting or watching a VM (or a helper command its
+//! caller runs) can fail, as sentences that say which VM or command, what was awaited, and what
+//! the console showed.
 
 use std::io;
 use std::path::PathBuf;
@@ -10,7 +11,7 @@ use crate::Arch;
 use crate::qmp::QmpError;
 
 #[derive(Debug, thiserror::Error)]
-pub enum HarnessError {
+pub enum Error {
     #[error("{what} is missing: install the Debian package `{package}`{}", install_note(.package))]
     MissingTool { what: String, package: &'static str },
 
@@ -87,17 +88,19 @@ pub enum HarnessError {
         source: io::Error,
     },
 
-    #[error("`{command}` failed ({}); its output is above on the test's stderr", describe_status(&Some(*.status)))]
-    BuilderFailed { command: String, status: ExitStatus },
+    /// A helper program the caller ran (the test harness runs `builder`) failed; it passed its
+    /// output through.
+    #[error("`{command}` failed ({}); its output is above on stderr", describe_status(&Some(*.status)))]
+    CommandFailed { command: String, status: ExitStatus },
 
     #[error("`{command}` succeeded but {problem}")]
-    BuilderOutput { command: String, problem: String },
+    CommandOutput { command: String, problem: String },
 
     #[error("{what} already failed earlier in this test process: {message}")]
     EarlierFailure { what: String, message: String },
 }
 
-impl HarnessError {
+impl Error {
     /// The error and all its sources on one line, for errors remembered across tests.
     pub fn chain(&self) -> String {
         let mut text = self.to_string();

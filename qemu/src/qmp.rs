@@ -1,7 +1,9 @@
 //! A minimal QMP client: connects to QEMU's monitor socket, negotiates capabilities, and runs
-//! commands one at a time, setting aside the asynchronous events QEMU interleaves.
+//! commands one at a time, setting aside the asynchronous events QEMU interleaves; it can also
+//! wait for events, such as the `SHUTDOWN` that says how the guest stopped.
 
-use std::io::{self, BufRead, BufReader, Write};
+use std::collections::VecDeque;
+use std::io::{self, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::thread;
@@ -57,9 +59,66 @@ pub enum QmpError {
 
 /// A negotiated QMP connection.
 pub struct Qmp {
-    reader: BufReader<UnixStream>,
-    writer: UnixStream,
+    stream: UnixStream,
+    /// Bytes read but not yet split into messages: a read that times out mid-line loses
+    /// nothing.
+    pending: Vec<u8>,
     events: Vec<Value>,
+    /// Indices into `events` not yet handed out by [`Qmp::next_event`].
+    unread: VecDeque<usize>,
+}
+
+/// How the guest stopped, from QEMU's `SHUTDOWN` event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Shutdown {
+    /// The guest asked for it (power-off, reset, panic), rather than the host (QMP `quit`,
+    /// Ctrl-A X, a signal).
+    pub guest: bool,
+    /// QEMU's reason: `guest-shutdown`, `guest-reset` (a reboot, which `-no-reboot` turns into
+    /// an exit; a kernel with `panic=-1` reboots on panic), `guest-panic`, `host-qmp-quit`,
+    /// `host-ui` (Ctrl-A X), `host-signal`...
+    pub reason: String,
+}
+
+impl Shutdown {
+    /// The `SHUTDOWN` event's data, or `None` for any other message.
+    pub fn from_event(event: &Value) -> Option<Shutdown> {
+        if event.get("event").and_then(Value::as_str) != Some("SHUTDOWN") {
+            return None;
+        }
+        let data = event.get("data");
+        Some(Shutdown {
+            guest: data
+                .and_then(|d| d.get("guest"))
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
+            reason: data
+                .and_then(|d| d.get("reason"))
+                .and_then(Value::as_str)
+                .unwrap_or("unknown")
+                .to_string(),
+        })
+    }
+
+    /// The guest powered itself off: the only clean end of a run.
+    pub fn is_guest_poweroff(&self) -> bool {
+        self.guest && self.reason == "guest-shutdown"
+    }
+
+    /// The shutdown in words, for a person.
+    pub fn describe(&self) -> String {
+        match self.reason.as_str() {
+            "guest-shutdown" => "the guest powered off".to_string(),
+            "guest-reset" => "the guest reset instead of powering off (a reboot, or a kernel \
+                              panic with panic=-1; QEMU runs with -no-reboot)"
+                .to_string(),
+            "guest-panic" => "the guest reported a panic".to_string(),
+            "host-ui" => "QEMU was quit from the terminal (Ctrl-A X)".to_string(),
+            "host-qmp-quit" => "QEMU was told to quit over QMP".to_string(),
+            "host-signal" => "QEMU was stopped by a signal".to_string(),
+            other => format!("QEMU shut down ({other})"),
+        }
+    }
 }
 
 impl Qmp {
@@ -80,20 +139,11 @@ impl Qmp {
                 Err(_) => thread::sleep(Duration::from_millis(50)),
             }
         };
-        stream
-            .set_read_timeout(Some(REPLY_TIMEOUT))
-            .map_err(|source| QmpError::Io {
-                action: "set a read timeout on",
-                source,
-            })?;
-        let writer = stream.try_clone().map_err(|source| QmpError::Io {
-            action: "clone",
-            source,
-        })?;
         let mut qmp = Qmp {
-            reader: BufReader::new(stream),
-            writer,
+            stream,
+            pending: Vec::new(),
             events: Vec::new(),
+            unread: VecDeque::new(),
         };
         let greeting = qmp.read_message("waiting for its greeting")?;
         if greeting.get("QMP").is_none() {
@@ -111,7 +161,7 @@ impl Qmp {
         }
         let mut line = request.to_string();
         line.push('\n');
-        self.writer
+        self.stream
             .write_all(line.as_bytes())
             .map_err(|source| QmpError::Io {
                 action: "write a command to",
@@ -138,7 +188,7 @@ impl Qmp {
                 });
             }
             if message.get("event").is_some() {
-                self.events.push(message);
+                self.push_event(message);
                 continue;
             }
             return Err(QmpError::UnexpectedReply {
@@ -193,30 +243,120 @@ impl Qmp {
             .any(|e| e.get("event").and_then(Value::as_str) == Some(name))
     }
 
-    fn read_message(&mut self, context: &str) -> Result<Value, QmpError> {
-        let mut line = String::new();
+    /// The next event not yet returned by this method (including those set aside while
+    /// waiting for command replies), waiting up to `timeout` for one; `None` if none came.
+    pub fn next_event(&mut self, timeout: Duration) -> Result<Option<Value>, QmpError> {
+        if let Some(i) = self.unread.pop_front() {
+            return Ok(self.events.get(i).cloned());
+        }
+        let deadline = Instant::now() + timeout;
         loop {
-            line.clear();
-            let n = self
-                .reader
-                .read_line(&mut line)
-                .map_err(|source| QmpError::Io {
-                    action: "read from",
-                    source,
-                })?;
-            if n == 0 {
-                return Err(QmpError::Closed {
-                    context: context.to_string(),
-                });
+            let Some(message) = self.try_read_message("waiting for an event", deadline)? else {
+                return Ok(None);
+            };
+            if message.get("event").is_some() {
+                self.events.push(message.clone());
+                return Ok(Some(message));
             }
-            if !line.trim().is_empty() {
-                break;
+            // A reply with no command outstanding (one that timed out earlier): drop it.
+        }
+    }
+
+    /// Waits up to `timeout` for QEMU's `SHUTDOWN` event (one already received counts).
+    pub fn wait_shutdown(&mut self, timeout: Duration) -> Result<Option<Shutdown>, QmpError> {
+        if let Some(shutdown) = self.events.iter().find_map(Shutdown::from_event) {
+            return Ok(Some(shutdown));
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.next_event(left)? {
+                Some(event) => {
+                    if let Some(shutdown) = Shutdown::from_event(&event) {
+                        return Ok(Some(shutdown));
+                    }
+                }
+                None => return Ok(None),
             }
         }
-        serde_json::from_str(line.trim()).map_err(|source| QmpError::Json {
-            line: line.trim().to_string(),
-            source,
-        })
+    }
+
+    fn push_event(&mut self, event: Value) {
+        self.unread.push_back(self.events.len());
+        self.events.push(event);
+    }
+
+    /// The next message, waiting up to [`REPLY_TIMEOUT`].
+    fn read_message(&mut self, context: &str) -> Result<Value, QmpError> {
+        let deadline = Instant::now() + REPLY_TIMEOUT;
+        match self.try_read_message(context, deadline)? {
+            Some(message) => Ok(message),
+            None => Err(QmpError::Io {
+                action: "read from",
+                source: io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("no reply within {REPLY_TIMEOUT:?} while {context}"),
+                ),
+            }),
+        }
+    }
+
+    /// The next message, or `None` if none is complete by `deadline`.
+    fn try_read_message(
+        &mut self,
+        context: &str,
+        deadline: Instant,
+    ) -> Result<Option<Value>, QmpError> {
+        loop {
+            if let Some(newline) = self.pending.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = self.pending.drain(..=newline).collect();
+                let text = String::from_utf8_lossy(&line);
+                let text = text.trim();
+                if text.is_empty() {
+                    continue;
+                }
+                return serde_json::from_str(text)
+                    .map(Some)
+                    .map_err(|source| QmpError::Json {
+                        line: text.to_string(),
+                        source,
+                    });
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(None);
+            }
+            self.stream
+                .set_read_timeout(Some(left))
+                .map_err(|source| QmpError::Io {
+                    action: "set a read timeout on",
+                    source,
+                })?;
+            let mut buf = [0u8; 4096];
+            match self.stream.read(&mut buf) {
+                Ok(0) => {
+                    return Err(QmpError::Closed {
+                        context: context.to_string(),
+                    });
+                }
+                Ok(n) => self.pending.extend_from_slice(&buf[..n]),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    return Ok(None);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(source) => {
+                    return Err(QmpError::Io {
+                        action: "read from",
+                        source,
+                    });
+                }
+            }
+        }
     }
 }
 
