@@ -157,6 +157,8 @@ fn boot(config: &QemuConfig, dir: &Path, powerdown_after: Option<Duration>) -> R
     // stdin stays the terminal (QEMU puts it in raw mode for Ctrl-A X); the console passes
     // through us so that we can see init's ready line.
     command.stdout(Stdio::piped());
+    // Killed with us: a QEMU left behind would hold the terminal and eat the CPUs.
+    hostos_qemu::die_with_parent(&mut command);
     let mut child = command
         .spawn()
         .with_context(|| format!("starting {}", line.program.display()))?;

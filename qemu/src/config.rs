@@ -266,9 +266,12 @@ impl QemuConfig {
             (Arch::X86_64, _) => "q35",
             // ACPI makes UEFI-booted arm64 look like x86: a power button on an input device.
             (Arch::Aarch64, Firmware::Uefi) => "virt,acpi=on",
-            // Direct and U-Boot boots hand the kernel QEMU's device tree: the power button is
-            // gpio-keys on the PL061.
-            (Arch::Aarch64, _) => "virt",
+            // U-Boot hands the kernel QEMU's device tree, whose power button is gpio-keys on
+            // the PL061; with firmware loaded and ACPI on (the default), QEMU would put the
+            // button on ACPI's GED instead, which a device-tree kernel never sees.
+            (Arch::Aarch64, Firmware::UBoot) => "virt,acpi=off",
+            // A direct boot gets the device tree with gpio-keys whatever the ACPI setting.
+            (Arch::Aarch64, Firmware::Direct) => "virt",
         };
         let cpu = match self.arch {
             Arch::X86_64 => "max",
@@ -347,6 +350,11 @@ impl QemuConfig {
         }
 
         args.extend(self.extra_args.iter().cloned());
+        if self.firmware == Firmware::UBoot {
+            let dtb = firmware::uboot_device_tree(&program, &args, run_dir)?;
+            args.push("-dtb".into());
+            args.push(dtb.into());
+        }
         Ok(CommandLine { program, args })
     }
 

@@ -8,6 +8,7 @@ use std::process::ExitStatus;
 use std::time::Duration;
 
 use crate::Arch;
+use crate::fdt::FdtError;
 use crate::qmp::QmpError;
 
 #[derive(Debug, thiserror::Error)]
@@ -24,6 +25,23 @@ pub enum Error {
         path: PathBuf,
         #[source]
         source: io::Error,
+    },
+
+    #[error(
+        "could not make the device tree U-Boot boots with: `{command}` failed ({status}); \
+         QEMU's stderr:{}", describe_stderr(.stderr)
+    )]
+    DeviceTreeDump {
+        command: String,
+        status: String,
+        stderr: String,
+    },
+
+    #[error("could not add U-Boot's /config node to the device tree {}", .path.display())]
+    DeviceTree {
+        path: PathBuf,
+        #[source]
+        source: FdtError,
     },
 
     #[error("could not start {}", .program.display())]

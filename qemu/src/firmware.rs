@@ -4,10 +4,12 @@
 use std::ffi::OsString;
 use std::fs::{self, OpenOptions};
 use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 
 use crate::Arch;
 use crate::config::{Firmware, option_with_path};
 use crate::error::Error;
+use crate::fdt;
 
 /// OVMF from Debian's `ovmf` package, the 4 MiB build (the 2 MiB one lacks room for variables
 /// on a disk with many boot entries).
@@ -63,6 +65,75 @@ pub(crate) fn args(firmware: Firmware, arch: Arch, run_dir: &Path) -> Result<Vec
         }
     }
     Ok(args)
+}
+
+/// The device tree for a U-Boot boot: the one QEMU makes for this very command line (same
+/// memory, CPUs and devices; `-machine dumpdtb=` writes it and exits before the guest runs),
+/// plus `/config/bootdelay = <0>`, which U-Boot prefers over its environment. That skips
+/// Debian's `bootdelay=2` countdown, two of the five seconds U-Boot takes to start the boot
+/// file under TCG. Written into `run_dir`; returns its path.
+pub(crate) fn uboot_device_tree(
+    program: &Path,
+    args: &[OsString],
+    run_dir: &Path,
+) -> Result<PathBuf, Error> {
+    let dumped = run_dir.join("virt-qemu.dtb");
+    let patched = run_dir.join("virt-uboot.dtb");
+    let mut dump_args: Vec<OsString> = Vec::with_capacity(args.len() + 2);
+    let mut skip_next = false;
+    for arg in args {
+        // The dump must not take over the real run's QMP socket.
+        if std::mem::take(&mut skip_next) {
+            continue;
+        }
+        if arg == "-qmp" {
+            skip_next = true;
+            continue;
+        }
+        dump_args.push(arg.clone());
+    }
+    dump_args.push("-machine".into());
+    dump_args.push(option_with_path("dumpdtb=", &dumped, ""));
+    let command = || {
+        std::iter::once(program.display().to_string())
+            .chain(dump_args.iter().map(|a| a.to_string_lossy().into_owned()))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let output = Command::new(program)
+        .args(&dump_args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .map_err(|source| Error::Spawn {
+            program: program.to_path_buf(),
+            source,
+        })?;
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    if !output.status.success() || !dumped.is_file() {
+        return Err(Error::DeviceTreeDump {
+            command: command(),
+            status: output.status.to_string(),
+            stderr,
+        });
+    }
+    let dtb = fs::read(&dumped).map_err(|source| Error::Io {
+        action: "read the device tree QEMU wrote to",
+        path: dumped.clone(),
+        source,
+    })?;
+    let with_config =
+        fdt::with_config(&dtb, &[("bootdelay", 0)]).map_err(|source| Error::DeviceTree {
+            path: dumped.clone(),
+            source,
+        })?;
+    fs::write(&patched, with_config).map_err(|source| Error::Io {
+        action: "write the device tree for U-Boot to",
+        path: patched.clone(),
+        source,
+    })?;
+    Ok(patched)
 }
 
 fn pflash(path: &Path, unit: u32, readonly: bool) -> [OsString; 2] {

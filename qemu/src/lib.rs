@@ -25,6 +25,7 @@
 mod config;
 mod console;
 mod error;
+mod fdt;
 pub mod firmware;
 pub mod qmp;
 mod vm;
@@ -34,8 +35,9 @@ use std::time::{Duration, Instant};
 
 pub use config::{CommandLine, DiskFormat, Firmware, QemuConfig, Serial};
 pub use error::Error;
+pub use fdt::FdtError;
 pub use qmp::{Qmp, QmpError, Shutdown};
-pub use vm::Vm;
+pub use vm::{Vm, die_with_parent};
 
 /// A guest architecture: the type the builder and init use, with `as_str()`, `ALL`,
 /// `serial_console()` and `Display`.

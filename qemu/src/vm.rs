@@ -81,15 +81,9 @@ impl Vm {
             // Its own group, so one killpg reaches QEMU and anything it forks, and a Ctrl-C
             // meant for cargo does not race our cleanup.
             .process_group(0);
-        // SAFETY: the closure runs in the forked child before exec and makes a single prctl
-        // syscall, which is async-signal-safe; it neither allocates nor takes locks.
-        unsafe {
-            command.pre_exec(|| {
-                // If the test process dies without running Drop (Ctrl-C, abort, timeout kill),
-                // QEMU must not live on eating the CPUs.
-                nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(io::Error::from)
-            });
-        }
+        // If the test process dies without running Drop (Ctrl-C, abort, timeout kill), QEMU
+        // must not live on eating the CPUs.
+        die_with_parent(&mut command);
         let started = Instant::now();
         let mut child = spawn_from_keeper(command).map_err(|source| {
             if source.kind() == io::ErrorKind::NotFound {
@@ -376,6 +370,17 @@ impl Drop for Vm {
             let _ = log.write_all(b"\n# QEMU stderr:\n");
             let _ = log.write_all(&stderr);
         }
+    }
+}
+
+/// Makes the process `command` spawns get SIGKILL when the thread that spawned it ends (the
+/// whole process, for a spawn from `main`'s thread), so a QEMU never outlives its owner.
+pub fn die_with_parent(command: &mut Command) {
+    // SAFETY: the closure runs in the forked child before exec and makes a single prctl
+    // syscall, which is async-signal-safe; it neither allocates nor takes locks.
+    unsafe {
+        command
+            .pre_exec(|| nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(io::Error::from));
     }
 }
 

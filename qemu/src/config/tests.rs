@@ -154,22 +154,41 @@ fn aarch64_aavmf_uses_acpi_impdef_pauth_and_64_mib_flash_banks() {
 }
 
 #[test]
-fn aarch64_uboot_is_bios_on_virt_without_acpi() {
+fn aarch64_uboot_is_bios_on_virt_with_acpi_off_and_a_device_tree_that_skips_bootdelay() {
     let dir = Dir::new("arm-uboot");
+    // The real QEMU: the device tree comes from `-machine dumpdtb=` on this command line.
     let config = QemuConfig::new(Arch::Aarch64)
-        .qemu_binary("/bin/true")
         .firmware(Firmware::UBoot)
-        .disk("/d/a.img", DiskFormat::Raw)
-        .kvm(true);
+        .disk("/dev/null", DiskFormat::Raw)
+        .user_network();
     let args = argv(&config, &dir).unwrap();
     assert_eq!(
-        args[..4],
-        ["-machine", "virt", "-cpu", "max,pauth-impdef=on"]
+        args[..6],
+        [
+            "-machine",
+            "virt,acpi=off",
+            "-cpu",
+            "max,pauth-impdef=on",
+            "-accel",
+            "tcg"
+        ]
     );
-    assert_eq!(args[4..6], ["-accel", "kvm"]);
     let bios = args.iter().position(|a| a == "-bios").unwrap();
     assert_eq!(args[bios + 1], firmware::UBOOT_ARM64);
     assert!(!args.iter().any(|a| a.contains("pflash")), "{args:?}");
+    let dtb_arg = args.iter().position(|a| a == "-dtb").unwrap();
+    assert_eq!(dtb_arg, args.len() - 2, "{args:?}");
+    let dtb = fs::read(&args[dtb_arg + 1]).unwrap();
+    assert_eq!(dtb[..4], [0xd0, 0x0d, 0xfe, 0xed]);
+    let has = |needle: &[u8]| dtb.windows(needle.len()).any(|w| w == needle);
+    assert!(has(b"config\0") && has(b"bootdelay\0"));
+    // QEMU's own tree for the virt machine, with the power button the kernel watches.
+    assert!(
+        has(b"gpio-keys") && has(b"arm,pl011"),
+        "not the virt machine's tree"
+    );
+    // The dump left the QMP socket alone.
+    assert!(!dir.0.join("qmp.sock").exists());
 }
 
 #[test]
@@ -182,8 +201,10 @@ fn direct_boot_passes_kernel_initrd_cmdline_and_escapes_commas_in_paths() {
         .append("console=ttyS0 quiet")
         .disk("/d/a,b.img", DiskFormat::Raw)
         .disk_snapshot("/d/c.qcow2", DiskFormat::Qcow2)
+        .kvm(true)
         .extra_args(["-S"]);
     let args = argv(&config, &dir).unwrap();
+    assert_eq!(args[4..6], ["-accel", "kvm"]);
     let qmp = args.iter().position(|a| a == "-qmp").unwrap();
     assert_eq!(
         args[qmp + 2..],
