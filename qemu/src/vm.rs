@@ -18,7 +18,7 @@ use nix::unistd::Pid;
 use crate::config::{QemuConfig, qemu_binary_and_package};
 use crate::console::{self, Console, Found, TAIL_LINES};
 use crate::error::Error;
-use crate::qmp::Qmp;
+use crate::qmp::{Qmp, Shutdown};
 use crate::{Arch, wait_until};
 
 /// QEMU creates its QMP socket before the guest runs a single instruction; this is slack for
@@ -42,6 +42,8 @@ pub struct Vm {
     readers: Vec<JoinHandle<()>>,
     qmp_socket: PathBuf,
     qmp: Option<Qmp>,
+    /// QEMU's `SHUTDOWN` event, once a QMP connection saw it.
+    shutdown: Option<Shutdown>,
     started: Instant,
     cursor: usize,
     last_match: Option<Duration>,
@@ -113,6 +115,7 @@ impl Vm {
             readers: Vec::new(),
             qmp_socket,
             qmp: None,
+            shutdown: None,
             started,
             cursor: 0,
             last_match: None,
@@ -272,7 +275,11 @@ impl Vm {
     /// Waits for QEMU to exit by itself (guest power-off, `-no-reboot` reboot, `quit`).
     pub fn wait_exit(&mut self, timeout: Duration) -> Result<ExitStatus, Error> {
         let deadline = Instant::now() + timeout;
-        match wait_until(deadline, Duration::from_millis(20), || self.try_status()) {
+        let exited = wait_until(deadline, Duration::from_millis(20), || {
+            self.pump_events(Duration::from_millis(1));
+            self.try_status()
+        });
+        match exited {
             Some(status) => Ok(status),
             None => Err(Error::ExitTimeout {
                 vm: self.label.clone(),
@@ -281,6 +288,14 @@ impl Vm {
                 tail: self.console.tail(TAIL_LINES),
             }),
         }
+    }
+
+    /// How the guest stopped, from QEMU's `SHUTDOWN` event: known once QEMU exited (see
+    /// [`Vm::wait_exit`]) if the QMP connection was open by then, as it is after
+    /// [`Vm::powerdown`], [`Vm::query_status`] or [`Vm::qmp`]. A clean power-off is
+    /// `vm.shutdown().is_some_and(Shutdown::is_guest_poweroff)`.
+    pub fn shutdown(&self) -> Option<&Shutdown> {
+        self.shutdown.as_ref()
     }
 
     /// Kills QEMU now (the test would otherwise wait for drop).
@@ -328,9 +343,32 @@ impl Vm {
             && let Ok(Some(status)) = self.child.try_wait()
         {
             self.status = Some(status);
+            // QEMU is gone, so the socket is at its end: this reads what is left and stops.
+            self.pump_events(Duration::from_millis(100));
             self.qmp = None;
         }
         self.status
+    }
+
+    /// Reads the QMP events that arrive within `wait` (if connected), keeping `SHUTDOWN`.
+    fn pump_events(&mut self, wait: Duration) {
+        let Some(qmp) = self.qmp.as_mut() else {
+            return;
+        };
+        loop {
+            match qmp.next_event(wait) {
+                Ok(Some(event)) => {
+                    if let Some(shutdown) = Shutdown::from_event(&event) {
+                        self.shutdown = Some(shutdown);
+                    }
+                }
+                Ok(None) => return,
+                Err(_) => {
+                    self.qmp = None;
+                    return;
+                }
+            }
+        }
     }
 
     /// The error for "QEMU is gone and `what` never came": waits briefly for the exit status
