@@ -64,6 +64,13 @@ pub(crate) fn args(firmware: Firmware, arch: Arch, run_dir: &Path) -> Result<Vec
             });
         }
     }
+    if firmware == Firmware::Uefi {
+        // EDK II waits PcdPlatformBootTimeOut seconds before the first boot option unless
+        // QEMU's fw_cfg `etc/boot-menu-wait` says otherwise, and QEMU only writes that file for
+        // a boot menu: this one has a zero wait. AAVMF's wait is several seconds (measured:
+        // 7.2 s to its boot file under TCG without this, 2.9 s with it); OVMF's is 0 already.
+        args.extend(["-boot".into(), "menu=on,splash-time=0".into()]);
+    }
     Ok(args)
 }
 

@@ -43,7 +43,7 @@ fn expected(dir: &Dir, words: &[&str]) -> Vec<String> {
 const COMMON_TCG_1CPU: &[&str] = &["-accel", "tcg", "-m", "512", "-smp", "1"];
 
 #[test]
-fn x86_64_ovmf_disk_boot_has_pflash_vars_copy_bootindex_and_no_nic_rom() {
+fn x86_64_ovmf_disk_boot_has_pflash_vars_copy_no_boot_wait_bootindex_and_no_nic_rom() {
     let dir = Dir::new("x86-ovmf");
     let config = QemuConfig::new(Arch::X86_64)
         .qemu_binary("/bin/true")
@@ -70,6 +70,8 @@ fn x86_64_ovmf_disk_boot_has_pflash_vars_copy_bootindex_and_no_nic_rom() {
             "if=pflash,format=raw,file=/usr/share/OVMF/OVMF_CODE_4M.fd,unit=0,readonly=on",
             "-drive",
             "if=pflash,format=raw,file={dir}/OVMF_VARS.fd,unit=1",
+            "-boot",
+            "menu=on,splash-time=0",
             "-drive",
             "file=/d/hello-x86_64.img,format=raw,if=none,id=disk0",
             "-device",
@@ -91,7 +93,7 @@ fn x86_64_ovmf_disk_boot_has_pflash_vars_copy_bootindex_and_no_nic_rom() {
 }
 
 #[test]
-fn aarch64_aavmf_uses_acpi_impdef_pauth_and_64_mib_flash_banks() {
+fn aarch64_aavmf_uses_acpi_impdef_pauth_64_mib_flash_banks_and_no_boot_wait() {
     let dir = Dir::new("arm-aavmf");
     let config = QemuConfig::new(Arch::Aarch64)
         .qemu_binary("/bin/true")
@@ -140,6 +142,8 @@ fn aarch64_aavmf_uses_acpi_impdef_pauth_and_64_mib_flash_banks() {
         &[
             "-drive",
             "if=pflash,format=raw,file={dir}/AAVMF_VARS.fd,unit=1",
+            "-boot",
+            "menu=on,splash-time=0",
             "-drive",
             "file=/d/hello-aarch64.img,format=raw,if=none,id=disk0,snapshot=on",
             "-device",
@@ -176,6 +180,7 @@ fn aarch64_uboot_is_bios_on_virt_with_acpi_off_and_a_device_tree_that_skips_boot
     let bios = args.iter().position(|a| a == "-bios").unwrap();
     assert_eq!(args[bios + 1], firmware::UBOOT_ARM64);
     assert!(!args.iter().any(|a| a.contains("pflash")), "{args:?}");
+    assert!(!args.iter().any(|a| a == "-boot"), "{args:?}");
     let dtb_arg = args.iter().position(|a| a == "-dtb").unwrap();
     assert_eq!(dtb_arg, args.len() - 2, "{args:?}");
     let dtb = fs::read(&args[dtb_arg + 1]).unwrap();
