@@ -411,6 +411,59 @@ mod tests {
     }
 
     #[test]
+    fn an_event_split_across_reads_and_timeouts_arrives_whole() {
+        let dir = std::env::temp_dir().join(format!("qmp-unit-{}-b", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("qmp.sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        let server = thread::spawn(move || {
+            let (stream, _) = listener.accept().unwrap();
+            let mut writer = stream.try_clone().unwrap();
+            let mut reader = BufReader::new(stream);
+            writer.write_all(b"{\"QMP\": {}}\r\n").unwrap();
+            let mut request = String::new();
+            reader.read_line(&mut request).unwrap();
+            writer.write_all(b"{\"return\": {}}\r\n").unwrap();
+            writer
+                .write_all(b"{\"event\": \"POWERDOWN\"}\r\n{\"event\": \"SHUT")
+                .unwrap();
+            thread::sleep(Duration::from_millis(300));
+            writer
+                .write_all(
+                    b"DOWN\", \"data\": {\"guest\": true, \"reason\": \"guest-shutdown\"}}\r\n",
+                )
+                .unwrap();
+        });
+        let mut qmp = Qmp::connect(&path, Duration::from_secs(5)).unwrap();
+        let first = qmp.next_event(Duration::from_secs(5)).unwrap().unwrap();
+        assert_eq!(first["event"], "POWERDOWN");
+        // The rest of the line is not there yet: a timeout, and the half line is kept.
+        assert_eq!(qmp.next_event(Duration::from_millis(20)).unwrap(), None);
+        let shutdown = qmp.wait_shutdown(Duration::from_secs(5)).unwrap().unwrap();
+        assert!(shutdown.is_guest_poweroff(), "{shutdown:?}");
+        server.join().unwrap();
+        assert!(matches!(
+            qmp.next_event(Duration::from_secs(5)),
+            Err(QmpError::Closed { .. })
+        ));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn shutdown_events_say_who_stopped_the_guest() {
+        let event = |guest: bool, reason: &str| json!({"event": "SHUTDOWN", "data": {"guest": guest, "reason": reason}});
+        let off = Shutdown::from_event(&event(true, "guest-shutdown")).unwrap();
+        assert!(off.is_guest_poweroff());
+        let reset = Shutdown::from_event(&event(true, "guest-reset")).unwrap();
+        assert!(!reset.is_guest_poweroff());
+        assert!(reset.describe().contains("reset"));
+        let ui = Shutdown::from_event(&event(false, "host-ui")).unwrap();
+        assert!(!ui.is_guest_poweroff() && ui.describe().contains("Ctrl-A X"));
+        assert_eq!(Shutdown::from_event(&json!({"event": "POWERDOWN"})), None);
+    }
+
+    #[test]
     fn connect_gives_up_after_its_timeout() {
         let path =
             std::env::temp_dir().join(format!("qmp-unit-{}-absent.sock", std::process::id()));

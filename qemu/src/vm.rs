@@ -1,5 +1,6 @@
-//! `Vm`: one running QEMU whose console this process reads, owned from spawn to reaping. It waits for console markers, talks
-//! QMP, and on drop kills QEMU's whole process group and removes its temporary files.
+//! `Vm`: one running QEMU whose console this process reads, owned from spawn to reaping. It
+//! waits for console markers, talks QMP, keeps the `SHUTDOWN` event, and on drop kills QEMU's
+//! whole process group and removes its temporary files.
 
 use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
