@@ -120,7 +120,8 @@ pub fn run_disk(image: &Path, arch: Arch, opts: &RunOptions) -> Result<()> {
     let firmware = opts.firmware.for_arch(arch)?;
     let dir = private_dir()?;
     let copy = dir.path().join("disk.img");
-    let size = disk::sparse_copy(image, &copy, opts.disk_size)?;
+    let size = hostos_qemu::disk::sparse_copy(image, &copy, opts.disk_size)
+        .context("making the copy of the disk image the guest boots")?;
     let config = base_config(arch, opts)
         .firmware(firmware)
         .disk(&copy, DiskFormat::Raw)

@@ -36,7 +36,7 @@ use std::path::{Path, PathBuf};
 pub use builder::{BuiltImage, build_image, builder_bin, kernel};
 pub use config::QemuConfig;
 pub use hostos_qemu::{
-    Arch, DiskFormat, Firmware, Qmp, QmpError, Serial, Shutdown, Vm, qmp, wait_until,
+    Arch, DiskFormat, Firmware, Qmp, QmpError, Serial, Shutdown, Vm, disk, qmp, wait_until,
 };
 
 /// Every way booting, watching or building can fail: `hostos-qemu`'s error, which also has

@@ -44,6 +44,15 @@ pub enum Error {
         source: FdtError,
     },
 
+    #[error(
+        "the disk {} is {len} bytes: a copy of it can only grow, not shrink to {size}",
+        .path.display()
+    )]
+    DiskShrink { path: PathBuf, len: u64, size: u64 },
+
+    #[error("{} is a qcow2 image, not a raw one", .path.display())]
+    NotRaw { path: PathBuf },
+
     #[error("could not start {}", .program.display())]
     Spawn {
         program: PathBuf,

@@ -1,7 +1,7 @@
 //! QEMU as this project runs it, shared by `builder run` and `qemu-tests` so that what the tests
 //! boot is what users boot: the command line per arch, machine and firmware ([`QemuConfig`],
-//! [`CommandLine`]), a QMP client ([`Qmp`], [`Shutdown`]) and a runner that owns a QEMU
-//! process and watches its console ([`Vm`]).
+//! [`CommandLine`]), a QMP client ([`Qmp`], [`Shutdown`]), a runner that owns a QEMU
+//! process and watches its console ([`Vm`]), and sparse disk copies to boot ([`disk`]).
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -24,6 +24,7 @@
 
 mod config;
 mod console;
+pub mod disk;
 mod error;
 mod fdt;
 pub mod firmware;

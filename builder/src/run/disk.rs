@@ -1,20 +1,11 @@
-//! The disk `builder run` boots: which arch an image is for, and the sparse copy (optionally
-//! enlarged) that QEMU writes to, so the user's image stays as it was built.
+//! The disk `builder run` boots: which arch an image is for, and the size `--disk-size` takes.
+//! (The sparse copy itself is `hostos_qemu::disk::sparse_copy`, which the tests use too.)
 
-use std::fs::{File, OpenOptions};
-use std::io::Read;
-use std::os::unix::fs::FileExt;
 use std::path::Path;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 
 use hostdecl::Arch;
-
-/// qcow2's magic, `QFI\xfb`: a format QEMU would have to be told, and which a byte copy
-/// cannot grow.
-const QCOW2_MAGIC: &[u8; 4] = b"QFI\xfb";
-/// Copy granularity: runs of zeros this long become holes.
-const CHUNK: usize = 1 << 20;
 
 /// The arch an image is for, from its name: `NAME-ARCH.img` as `builder build` writes it.
 pub fn arch_of_image(image: &Path) -> Result<Arch> {
@@ -33,69 +24,6 @@ pub fn arch_of_image(image: &Path) -> Result<Arch> {
          (NAME-x86_64.img, NAME-aarch64.img); rename it or pass --arch",
         image.display()
     )
-}
-
-/// Copies the raw image `from` to `to` (a new file) without writing its runs of zeros, so the
-/// copy takes the space the image's data does, then sets its length to `size` (at least the
-/// image's own). Returns the copy's length.
-pub fn sparse_copy(from: &Path, to: &Path, size: Option<u64>) -> Result<u64> {
-    let mut src = File::open(from).with_context(|| format!("opening {}", from.display()))?;
-    let len = src
-        .metadata()
-        .with_context(|| format!("reading the size of {}", from.display()))?
-        .len();
-    let target_len = match size {
-        Some(size) if size < len => bail!(
-            "--disk-size {size} is smaller than the image {} ({len} bytes): the copy can only \
-             grow",
-            from.display()
-        ),
-        Some(size) => size,
-        None => len,
-    };
-    let dst = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(to)
-        .with_context(|| format!("creating {}", to.display()))?;
-    let mut buf = vec![0u8; CHUNK];
-    let mut offset = 0u64;
-    loop {
-        let n =
-            read_full(&mut src, &mut buf).with_context(|| format!("reading {}", from.display()))?;
-        if n == 0 {
-            break;
-        }
-        let chunk = &buf[..n];
-        if offset == 0 && chunk.starts_with(QCOW2_MAGIC) {
-            bail!(
-                "{} is a qcow2 image: builder run boots the raw NAME-ARCH.img",
-                from.display()
-            );
-        }
-        if chunk.iter().any(|&b| b != 0) {
-            dst.write_all_at(chunk, offset)
-                .with_context(|| format!("writing {}", to.display()))?;
-        }
-        offset += n as u64;
-    }
-    dst.set_len(target_len)
-        .with_context(|| format!("setting the length of {}", to.display()))?;
-    Ok(target_len)
-}
-
-/// Reads until `buf` is full or the file ends; the number of bytes read.
-fn read_full(file: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        match file.read(&mut buf[filled..]) {
-            Ok(0) => break,
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(filled)
 }
 
 /// A size for `--disk-size`: bytes, or a number with K, M, G or T (powers of 1024, an optional
@@ -122,8 +50,6 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
 
 #[cfg(test)]
 mod tests {
-    use std::os::unix::fs::MetadataExt;
-
     use super::*;
 
     #[test]
@@ -143,42 +69,6 @@ mod tests {
             err.contains("NAME-x86_64.img") && err.contains("--arch"),
             "{err}"
         );
-    }
-
-    #[test]
-    fn sparse_copy_keeps_data_leaves_holes_and_grows_to_the_size_asked() {
-        let dir = tempfile::tempdir().unwrap();
-        let image = dir.path().join("a-x86_64.img");
-        let mut bytes = vec![0u8; 8 * CHUNK];
-        bytes[10] = 1;
-        bytes[5 * CHUNK + 3] = 2;
-        std::fs::write(&image, &bytes).unwrap();
-        let copy = dir.path().join("copy.img");
-        let len = sparse_copy(&image, &copy, Some(64 * CHUNK as u64)).unwrap();
-        assert_eq!(len, 64 * CHUNK as u64);
-        let copied = std::fs::read(&copy).unwrap();
-        assert_eq!(copied.len(), 64 * CHUNK);
-        assert_eq!(copied[..bytes.len()], bytes[..]);
-        assert!(copied[bytes.len()..].iter().all(|&b| b == 0));
-        // Two chunks of data, not 64 MiB: the zeros are holes.
-        let allocated = std::fs::metadata(&copy).unwrap().blocks() * 512;
-        assert!(
-            allocated <= 2 * CHUNK as u64 + 65536,
-            "{allocated} bytes allocated"
-        );
-    }
-
-    #[test]
-    fn sparse_copy_refuses_to_shrink_and_refuses_qcow2() {
-        let dir = tempfile::tempdir().unwrap();
-        let image = dir.path().join("a-x86_64.img");
-        std::fs::write(&image, vec![1u8; 4096]).unwrap();
-        let err = sparse_copy(&image, &dir.path().join("c1"), Some(1024)).unwrap_err();
-        assert!(err.to_string().contains("only grow"), "{err}");
-        let qcow = dir.path().join("q-x86_64.img");
-        std::fs::write(&qcow, b"QFI\xfb\0\0\0\x03").unwrap();
-        let err = sparse_copy(&qcow, &dir.path().join("c2"), None).unwrap_err();
-        assert!(err.to_string().contains("qcow2"), "{err}");
     }
 
     #[test]
