@@ -166,7 +166,8 @@ fn boot(config: &QemuConfig, dir: &Path, powerdown_after: Option<Duration>) -> R
     let console = child.stdout.take().context("QEMU's console pipe")?;
     let (ready_tx, ready_rx) = mpsc::channel();
     let relay = thread::spawn(move || relay_console(console, powerdown_after.map(|_| ready_tx)));
-    let monitor = thread::spawn(move || monitor(&qmp_socket, ready_rx, powerdown_after));
+    let files = dir.to_path_buf();
+    let monitor = thread::spawn(move || monitor(&qmp_socket, &files, ready_rx, powerdown_after));
     let status = child.wait().context("waiting for QEMU")?;
     let _ = relay.join();
     let shutdown = match monitor.join() {
@@ -202,12 +203,20 @@ fn outcome(status: ExitStatus, shutdown: Option<&Shutdown>) -> Result<()> {
 /// Holds the QMP connection for the whole run: presses the power button `powerdown_after`
 /// init's ready line (announced on `ready`), and returns QEMU's `SHUTDOWN` event, if any,
 /// once QEMU closes the socket.
+///
+/// Once QMP answers, QEMU has opened everything in `files` (disk copy, firmware variables,
+/// device tree) and we are connected to the socket, so the directory is removed right away:
+/// a builder killed by a signal then leaves no disk copy behind in the temp directory.
 fn monitor(
     socket: &Path,
+    files: &Path,
     ready: mpsc::Receiver<Instant>,
     powerdown_after: Option<Duration>,
 ) -> Result<Option<Shutdown>> {
     let mut qmp = Qmp::connect(socket, QMP_CONNECT_TIMEOUT)?;
+    if let Err(e) = std::fs::remove_dir_all(files) {
+        log::warn!("run: could not remove {}: {e}", files.display());
+    }
     let mut press_at: Option<Instant> = None;
     let mut pressed = false;
     let mut shutdown = None;
