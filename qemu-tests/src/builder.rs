@@ -40,11 +40,13 @@ impl BuiltImage {
         }
     }
 
-    /// Boots the built disk through `firmware`; writes go to a throwaway overlay.
+    /// Boots the built disk through `firmware` with user networking, as `builder run IMAGE`
+    /// does; writes go to a throwaway overlay.
     pub fn disk_boot(&self, firmware: Firmware) -> QemuConfig {
         QemuConfig::new(self.arch)
             .firmware(firmware)
             .disk_snapshot(&self.disk, DiskFormat::Raw)
+            .user_network()
     }
 }
 
