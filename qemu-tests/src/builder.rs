@@ -9,9 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
-use crate::config::{DiskFormat, Firmware, QemuConfig};
-use crate::error::HarnessError;
-use crate::{Arch, target_dir, workspace_root};
+use crate::{Arch, DiskFormat, Firmware, HarnessError, QemuConfig, target_dir, workspace_root};
 
 /// What `builder build` produced for one architecture.
 #[derive(Clone, Debug)]
@@ -42,11 +40,13 @@ impl BuiltImage {
         }
     }
 
-    /// Boots the built disk through `firmware`; writes go to a throwaway overlay.
+    /// Boots the built disk through `firmware` with user networking, as `builder run IMAGE`
+    /// does; writes go to a throwaway overlay.
     pub fn disk_boot(&self, firmware: Firmware) -> QemuConfig {
         QemuConfig::new(self.arch)
             .firmware(firmware)
             .disk_snapshot(&self.disk, DiskFormat::Raw)
+            .user_network()
     }
 }
 
@@ -70,7 +70,7 @@ pub fn builder_bin() -> Result<PathBuf, HarnessError> {
         if bin.is_file() {
             Ok(bin)
         } else {
-            Err(HarnessError::BuilderOutput {
+            Err(HarnessError::CommandOutput {
                 command: "cargo build -p builder --release".into(),
                 problem: format!("{} does not exist", bin.display()),
             })
@@ -92,7 +92,7 @@ pub fn kernel(arch: Arch) -> Result<PathBuf, HarnessError> {
         let path = last_line(&stdout).map(PathBuf::from);
         match path {
             Some(path) if path.is_file() => Ok(path),
-            other => Err(HarnessError::BuilderOutput {
+            other => Err(HarnessError::CommandOutput {
                 command: display,
                 problem: format!(
                     "the last line of its stdout, {:?}, is not a file",
@@ -138,7 +138,7 @@ pub fn build_image(host_toml: &Path, arch: Arch) -> Result<BuiltImage, HarnessEr
         let arch_dir = dir.join(arch.as_str());
         let cmdline_path = arch_dir.join("cmdline");
         let cmdline =
-            fs::read_to_string(&cmdline_path).map_err(|e| HarnessError::BuilderOutput {
+            fs::read_to_string(&cmdline_path).map_err(|e| HarnessError::CommandOutput {
                 command: display.clone(),
                 problem: format!("{} could not be read: {e}", cmdline_path.display()),
             })?;
@@ -198,7 +198,7 @@ fn run(mut command: Command, display: &str) -> Result<String, HarnessError> {
         source,
     })?;
     if !output.status.success() {
-        return Err(HarnessError::BuilderFailed {
+        return Err(HarnessError::CommandFailed {
             command: display.to_string(),
             status: output.status,
         });
@@ -261,14 +261,14 @@ mod tests {
         assert_eq!(CALLS.load(Ordering::SeqCst), 1);
 
         let fail = || {
-            Err(HarnessError::BuilderOutput {
+            Err(HarnessError::CommandOutput {
                 command: "x".into(),
                 problem: "it broke".into(),
             })
         };
         assert!(matches!(
             once(&MEMO, 2, "two", fail),
-            Err(HarnessError::BuilderOutput { .. })
+            Err(HarnessError::CommandOutput { .. })
         ));
         let again = once(&MEMO, 2, "two", ok).unwrap_err().to_string();
         assert!(again.contains("it broke"), "{again}");

@@ -1,5 +1,6 @@
-//! The QEMU test harness: boots guests, watches their serial console, drives them over QMP, and
-//! builds the images they boot through the `builder` binary.
+//! The QEMU test harness: builds the images tests boot through the `builder` binary, and boots
+//! them with `hostos-qemu` (the QEMU command line, QMP client and VM runner `builder run` uses
+//! too), adding the test defaults: logs under `target/`, and the environment switches below.
 //!
 //! A test reads like this:
 //!
@@ -29,47 +30,22 @@
 
 mod builder;
 mod config;
-mod console;
-mod error;
-pub mod qmp;
-mod vm;
 
 use std::path::{Path, PathBuf};
-use std::thread;
-use std::time::{Duration, Instant};
 
 pub use builder::{BuiltImage, build_image, builder_bin, kernel};
-pub use config::{DiskFormat, Firmware, QemuConfig};
-pub use error::HarnessError;
-pub use qmp::{Qmp, QmpError};
-pub use vm::Vm;
+pub use config::QemuConfig;
+pub use hostos_qemu::{
+    Arch, DiskFormat, Firmware, Qmp, QmpError, Serial, Shutdown, Vm, disk, qmp, wait_until,
+};
 
-/// A guest architecture: the same type the builder and init use (`hostdecl::Arch`), with
-/// `as_str()`, `ALL`, `serial_console()` and `Display`.
-pub use hostdecl::Arch;
+/// Every way booting, watching or building can fail: `hostos-qemu`'s error, which also has
+/// variants for the `builder` commands the harness runs.
+pub use hostos_qemu::Error as HarnessError;
 
 /// The architecture this test process runs on.
 pub fn host_arch() -> Arch {
     Arch::current().unwrap_or(Arch::X86_64)
-}
-
-/// Calls `f` every `poll` until it returns `Some` or `deadline` passes; `f` always runs at least
-/// once, and once more at the deadline, so a condition that became true late is not missed.
-pub fn wait_until<T>(
-    deadline: Instant,
-    poll: Duration,
-    mut f: impl FnMut() -> Option<T>,
-) -> Option<T> {
-    loop {
-        if let Some(value) = f() {
-            return Some(value);
-        }
-        let now = Instant::now();
-        if now >= deadline {
-            return None;
-        }
-        thread::sleep(poll.min(deadline - now));
-    }
 }
 
 /// The workspace root, found from this crate's manifest so tests work from any directory.
@@ -100,29 +76,6 @@ fn env_flag(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn wait_until_returns_the_first_value_and_gives_up_at_the_deadline() {
-        let mut calls = 0;
-        let got = wait_until(
-            Instant::now() + Duration::from_secs(5),
-            Duration::from_millis(1),
-            || {
-                calls += 1;
-                (calls == 3).then_some(calls)
-            },
-        );
-        assert_eq!(got, Some(3));
-
-        let start = Instant::now();
-        let never: Option<()> = wait_until(
-            start + Duration::from_millis(50),
-            Duration::from_millis(10),
-            || None,
-        );
-        assert_eq!(never, None);
-        assert!(start.elapsed() >= Duration::from_millis(50));
-    }
 
     #[test]
     fn arch_names_match_builder_and_qemu() {

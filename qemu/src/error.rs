@@ -1,5 +1,6 @@
-//! The harness's error type: every way booting, watching or building can fail, as sentences
-//! that say which VM or command, what was awaited, and what the console showed.
+//! The error type: every way preparing, booting or watching a VM (or a helper command its
+//! caller runs) can fail, as sentences that say which VM or command, what was awaited, and what
+//! the console showed.
 
 use std::io;
 use std::path::PathBuf;
@@ -7,10 +8,11 @@ use std::process::ExitStatus;
 use std::time::Duration;
 
 use crate::Arch;
+use crate::fdt::FdtError;
 use crate::qmp::QmpError;
 
 #[derive(Debug, thiserror::Error)]
-pub enum HarnessError {
+pub enum Error {
     #[error("{what} is missing: install the Debian package `{package}`{}", install_note(.package))]
     MissingTool { what: String, package: &'static str },
 
@@ -24,6 +26,32 @@ pub enum HarnessError {
         #[source]
         source: io::Error,
     },
+
+    #[error(
+        "could not make the device tree U-Boot boots with: `{command}` failed ({status}); \
+         QEMU's stderr:{}", describe_stderr(.stderr)
+    )]
+    DeviceTreeDump {
+        command: String,
+        status: String,
+        stderr: String,
+    },
+
+    #[error("could not add U-Boot's /config node to the device tree {}", .path.display())]
+    DeviceTree {
+        path: PathBuf,
+        #[source]
+        source: FdtError,
+    },
+
+    #[error(
+        "the disk {} is {len} bytes: a copy of it can only grow, not shrink to {size}",
+        .path.display()
+    )]
+    DiskShrink { path: PathBuf, len: u64, size: u64 },
+
+    #[error("{} is a qcow2 image, not a raw one", .path.display())]
+    NotRaw { path: PathBuf },
 
     #[error("could not start {}", .program.display())]
     Spawn {
@@ -87,17 +115,19 @@ pub enum HarnessError {
         source: io::Error,
     },
 
-    #[error("`{command}` failed ({}); its output is above on the test's stderr", describe_status(&Some(*.status)))]
-    BuilderFailed { command: String, status: ExitStatus },
+    /// A helper program the caller ran (the test harness runs `builder`) failed; it passed its
+    /// output through.
+    #[error("`{command}` failed ({}); its output is above on stderr", describe_status(&Some(*.status)))]
+    CommandFailed { command: String, status: ExitStatus },
 
     #[error("`{command}` succeeded but {problem}")]
-    BuilderOutput { command: String, problem: String },
+    CommandOutput { command: String, problem: String },
 
     #[error("{what} already failed earlier in this test process: {message}")]
     EarlierFailure { what: String, message: String },
 }
 
-impl HarnessError {
+impl Error {
     /// The error and all its sources on one line, for errors remembered across tests.
     pub fn chain(&self) -> String {
         let mut text = self.to_string();

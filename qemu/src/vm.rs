@@ -1,8 +1,8 @@
-//! `Vm`: one running QEMU, owned from spawn to reaping. It waits for console markers, talks
-//! QMP, and on drop kills QEMU's whole process group and removes its temporary files.
+//! `Vm`: one running QEMU whose console this process reads, owned from spawn to reaping. It
+//! waits for console markers, talks QMP, keeps the `SHUTDOWN` event, and on drop kills QEMU's
+//! whole process group and removes its temporary files.
 
 use std::collections::HashSet;
-use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::process::CommandExt;
@@ -16,11 +16,11 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 
-use crate::config::QemuConfig;
+use crate::config::{QemuConfig, qemu_binary_and_package};
 use crate::console::{self, Console, Found, TAIL_LINES};
-use crate::error::HarnessError;
-use crate::qmp::Qmp;
-use crate::{Arch, env_flag, logs_dir, wait_until};
+use crate::error::Error;
+use crate::qmp::{Qmp, Shutdown};
+use crate::{Arch, wait_until};
 
 /// QEMU creates its QMP socket before the guest runs a single instruction; this is slack for
 /// a loaded machine.
@@ -43,6 +43,8 @@ pub struct Vm {
     readers: Vec<JoinHandle<()>>,
     qmp_socket: PathBuf,
     qmp: Option<Qmp>,
+    /// QEMU's `SHUTDOWN` event, once a QMP connection saw it.
+    shutdown: Option<Shutdown>,
     started: Instant,
     cursor: usize,
     last_match: Option<Duration>,
@@ -51,65 +53,56 @@ pub struct Vm {
 }
 
 impl Vm {
-    pub(crate) fn start(config: QemuConfig) -> Result<Vm, HarnessError> {
+    pub(crate) fn start(config: QemuConfig) -> Result<Vm, Error> {
         let arch = config.arch;
         let label = unique_label(&format!("{}-{}", run_name(config.name.as_deref()), arch));
         let run_dir = RunDir::create()?;
         let qmp_socket = run_dir.0.join("qmp.sock");
-        let (program, args) = config.command_line(&run_dir.0, &qmp_socket)?;
+        let command_line = config.command_line(&run_dir.0, &qmp_socket)?;
+        let program = command_line.program.clone();
 
-        let logs = logs_dir();
-        fs::create_dir_all(&logs).map_err(|source| HarnessError::Io {
+        let logs = config.log_dir.clone().unwrap_or_else(|| run_dir.0.clone());
+        fs::create_dir_all(&logs).map_err(|source| Error::Io {
             action: "create the log directory",
             path: logs.clone(),
             source,
         })?;
         let log_path = logs.join(format!("{label}.log"));
-        let mut log = File::create(&log_path).map_err(|source| HarnessError::Io {
+        let mut log = File::create(&log_path).map_err(|source| Error::Io {
             action: "create the console log",
             path: log_path.clone(),
             source,
         })?;
         // The command line heads the log so a failed run can be repeated by hand.
-        let _ = writeln!(log, "# {}", shell_line(&program, &args));
+        let _ = writeln!(log, "# {}", command_line.shell_line());
 
-        let mut command = Command::new(&program);
+        let mut command = command_line.command();
         command
-            .args(&args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             // Its own group, so one killpg reaches QEMU and anything it forks, and a Ctrl-C
             // meant for cargo does not race our cleanup.
             .process_group(0);
-        // SAFETY: the closure runs in the forked child before exec and makes a single prctl
-        // syscall, which is async-signal-safe; it neither allocates nor takes locks.
-        unsafe {
-            command.pre_exec(|| {
-                // If the test process dies without running Drop (Ctrl-C, abort, timeout kill),
-                // QEMU must not live on eating the CPUs.
-                nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(io::Error::from)
-            });
-        }
+        // If the test process dies without running Drop (Ctrl-C, abort, timeout kill), QEMU
+        // must not live on eating the CPUs.
+        die_with_parent(&mut command);
         let started = Instant::now();
         let mut child = spawn_from_keeper(command).map_err(|source| {
             if source.kind() == io::ErrorKind::NotFound {
-                HarnessError::MissingTool {
+                Error::MissingTool {
                     what: program.display().to_string(),
-                    package: match arch {
-                        Arch::X86_64 => "qemu-system-x86",
-                        Arch::Aarch64 => "qemu-system-arm",
-                    },
+                    package: qemu_binary_and_package(arch).1,
                 }
             } else {
-                HarnessError::Spawn {
+                Error::Spawn {
                     program: program.clone(),
                     source,
                 }
             }
         })?;
 
-        let echo = env_flag("QEMU_TESTS_ECHO");
+        let echo = config.echo;
         let console = Arc::new(Console::default());
         let stderr = Arc::new(Console::default());
         let mut vm = Vm {
@@ -123,6 +116,7 @@ impl Vm {
             readers: Vec::new(),
             qmp_socket,
             qmp: None,
+            shutdown: None,
             started,
             cursor: 0,
             last_match: None,
@@ -130,7 +124,7 @@ impl Vm {
             child,
         };
         // From here on, an early return drops `vm`, which kills QEMU.
-        let spawn_error = |source| HarnessError::Spawn {
+        let spawn_error = |source| Error::Spawn {
             program: "a console reader thread".into(),
             source,
         };
@@ -156,7 +150,7 @@ impl Vm {
 
     /// Waits until `marker` appears after the previous successful expect, and returns the
     /// whole line it is on (terminal escapes and `\r` removed).
-    pub fn expect(&mut self, marker: &str, timeout: Duration) -> Result<String, HarnessError> {
+    pub fn expect(&mut self, marker: &str, timeout: Duration) -> Result<String, Error> {
         self.expect_any(&[marker], timeout).map(|(_, line)| line)
     }
 
@@ -166,7 +160,7 @@ impl Vm {
         &mut self,
         markers: &[&str],
         timeout: Duration,
-    ) -> Result<(usize, String), HarnessError> {
+    ) -> Result<(usize, String), Error> {
         let deadline = Instant::now() + timeout;
         let needles: Vec<&[u8]> = markers.iter().map(|m| m.as_bytes()).collect();
         match self.console.wait_for(&needles, self.cursor, deadline) {
@@ -181,7 +175,7 @@ impl Vm {
                     .line_at(start, end, Instant::now() + LINE_GRACE);
                 Ok((index, line))
             }
-            Found::TimedOut => Err(HarnessError::Timeout {
+            Found::TimedOut => Err(Error::Timeout {
                 vm: self.label.clone(),
                 marker: describe_markers(markers),
                 timeout,
@@ -222,21 +216,21 @@ impl Vm {
     }
 
     /// Types `text` on the serial console.
-    pub fn send(&mut self, text: &str) -> Result<(), HarnessError> {
+    pub fn send(&mut self, text: &str) -> Result<(), Error> {
         let result = match self.stdin.as_mut() {
             Some(stdin) => stdin
                 .write_all(text.as_bytes())
                 .and_then(|()| stdin.flush()),
             None => Err(io::Error::from(io::ErrorKind::BrokenPipe)),
         };
-        result.map_err(|source| HarnessError::ConsoleWrite {
+        result.map_err(|source| Error::ConsoleWrite {
             vm: self.label.clone(),
             source,
         })
     }
 
     /// The QMP connection, made on first use.
-    pub fn qmp(&mut self) -> Result<&mut Qmp, HarnessError> {
+    pub fn qmp(&mut self) -> Result<&mut Qmp, Error> {
         let qmp = match self.qmp.take() {
             Some(qmp) => qmp,
             None => match Qmp::connect(&self.qmp_socket, QMP_CONNECT_TIMEOUT) {
@@ -245,7 +239,7 @@ impl Vm {
                     return Err(self.exited_error("the QMP socket".to_string()));
                 }
                 Err(source) => {
-                    return Err(HarnessError::Qmp {
+                    return Err(Error::Qmp {
                         vm: self.label.clone(),
                         source,
                     });
@@ -256,41 +250,53 @@ impl Vm {
     }
 
     /// Presses the power button (QMP `system_powerdown`); returns once QEMU took the request.
-    pub fn powerdown(&mut self) -> Result<(), HarnessError> {
+    pub fn powerdown(&mut self) -> Result<(), Error> {
         let label = self.label.clone();
         self.qmp()?
             .system_powerdown()
-            .map_err(|source| HarnessError::Qmp { vm: label, source })
+            .map_err(|source| Error::Qmp { vm: label, source })
     }
 
     /// Tells QEMU to exit now (QMP `quit`); follow with [`Vm::wait_exit`].
-    pub fn quit(&mut self) -> Result<(), HarnessError> {
+    pub fn quit(&mut self) -> Result<(), Error> {
         let label = self.label.clone();
         self.qmp()?
             .quit()
-            .map_err(|source| HarnessError::Qmp { vm: label, source })
+            .map_err(|source| Error::Qmp { vm: label, source })
     }
 
     /// QEMU's run state from QMP `query-status`, e.g. `running`.
-    pub fn query_status(&mut self) -> Result<String, HarnessError> {
+    pub fn query_status(&mut self) -> Result<String, Error> {
         let label = self.label.clone();
         self.qmp()?
             .query_status()
-            .map_err(|source| HarnessError::Qmp { vm: label, source })
+            .map_err(|source| Error::Qmp { vm: label, source })
     }
 
     /// Waits for QEMU to exit by itself (guest power-off, `-no-reboot` reboot, `quit`).
-    pub fn wait_exit(&mut self, timeout: Duration) -> Result<ExitStatus, HarnessError> {
+    pub fn wait_exit(&mut self, timeout: Duration) -> Result<ExitStatus, Error> {
         let deadline = Instant::now() + timeout;
-        match wait_until(deadline, Duration::from_millis(20), || self.try_status()) {
+        let exited = wait_until(deadline, Duration::from_millis(20), || {
+            self.pump_events(Duration::from_millis(1));
+            self.try_status()
+        });
+        match exited {
             Some(status) => Ok(status),
-            None => Err(HarnessError::ExitTimeout {
+            None => Err(Error::ExitTimeout {
                 vm: self.label.clone(),
                 timeout,
                 log: self.log_path.clone(),
                 tail: self.console.tail(TAIL_LINES),
             }),
         }
+    }
+
+    /// How the guest stopped, from QEMU's `SHUTDOWN` event: known once QEMU exited (see
+    /// [`Vm::wait_exit`]) if the QMP connection was open by then, as it is after
+    /// [`Vm::powerdown`], [`Vm::query_status`] or [`Vm::qmp`]. A clean power-off is
+    /// `vm.shutdown().is_some_and(Shutdown::is_guest_poweroff)`.
+    pub fn shutdown(&self) -> Option<&Shutdown> {
+        self.shutdown.as_ref()
     }
 
     /// Kills QEMU now (the test would otherwise wait for drop).
@@ -322,7 +328,7 @@ impl Vm {
         &self.label
     }
 
-    /// The console log, `target/qemu-tests-logs/<name>-<arch>.log`.
+    /// The console log, `<log_dir>/<name>-<arch>.log` (see [`QemuConfig::log_dir`]).
     pub fn log_path(&self) -> &Path {
         &self.log_path
     }
@@ -338,21 +344,44 @@ impl Vm {
             && let Ok(Some(status)) = self.child.try_wait()
         {
             self.status = Some(status);
+            // QEMU is gone, so the socket is at its end: this reads what is left and stops.
+            self.pump_events(Duration::from_millis(100));
             self.qmp = None;
         }
         self.status
     }
 
+    /// Reads the QMP events that arrive within `wait` (if connected), keeping `SHUTDOWN`.
+    fn pump_events(&mut self, wait: Duration) {
+        let Some(qmp) = self.qmp.as_mut() else {
+            return;
+        };
+        loop {
+            match qmp.next_event(wait) {
+                Ok(Some(event)) => {
+                    if let Some(shutdown) = Shutdown::from_event(&event) {
+                        self.shutdown = Some(shutdown);
+                    }
+                }
+                Ok(None) => return,
+                Err(_) => {
+                    self.qmp = None;
+                    return;
+                }
+            }
+        }
+    }
+
     /// The error for "QEMU is gone and `what` never came": waits briefly for the exit status
     /// and QEMU's last words on stderr, which usually say why.
-    fn exited_error(&mut self, what: String) -> HarnessError {
+    fn exited_error(&mut self, what: String) -> Error {
         let deadline = Instant::now() + EXIT_GRACE;
         let status = wait_until(deadline, Duration::from_millis(10), || self.try_status());
         let stderr = Arc::clone(&self.stderr);
         wait_until(deadline, Duration::from_millis(10), || {
             stderr.is_closed().then_some(())
         });
-        HarnessError::QemuExited {
+        Error::QemuExited {
             vm: self.label.clone(),
             marker: what,
             status,
@@ -383,22 +412,33 @@ impl Drop for Vm {
     }
 }
 
+/// Makes the process `command` spawns get SIGKILL when the thread that spawned it ends (the
+/// whole process, for a spawn from `main`'s thread), so a QEMU never outlives its owner.
+pub fn die_with_parent(command: &mut Command) {
+    // SAFETY: the closure runs in the forked child before exec and makes a single prctl
+    // syscall, which is async-signal-safe; it neither allocates nor takes locks.
+    unsafe {
+        command
+            .pre_exec(|| nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(io::Error::from));
+    }
+}
+
 /// A per-VM temporary directory (QMP socket, firmware variables), removed on drop.
 struct RunDir(PathBuf);
 
 impl RunDir {
-    fn create() -> Result<RunDir, HarnessError> {
+    fn create() -> Result<RunDir, Error> {
         static NEXT: AtomicU32 = AtomicU32::new(0);
         loop {
             let n = NEXT.fetch_add(1, Ordering::Relaxed);
             // Short: the QMP socket path inside must fit in sun_path (108 bytes).
-            let dir = std::env::temp_dir().join(format!("qemu-tests-{}-{n}", std::process::id()));
+            let dir = std::env::temp_dir().join(format!("hostos-qemu-{}-{n}", std::process::id()));
             match fs::create_dir(&dir) {
                 Ok(()) => return Ok(RunDir(dir)),
                 // Left by an earlier process that had our pid; take the next name.
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
                 Err(source) => {
-                    return Err(HarnessError::Io {
+                    return Err(Error::Io {
                         action: "create the VM's temporary directory",
                         path: dir,
                         source,
@@ -424,7 +464,7 @@ fn spawn_from_keeper(mut command: Command) -> io::Result<Child> {
     let keeper = KEEPER.get_or_init(|| {
         let (tx, rx) = mpsc::channel::<Request>();
         thread::Builder::new()
-            .name("qemu-tests-spawner".into())
+            .name("hostos-qemu-spawner".into())
             .spawn(move || {
                 for (mut command, reply) in rx {
                     let _ = reply.send(command.spawn());
@@ -488,25 +528,6 @@ fn describe_markers(markers: &[&str]) -> String {
         [one] => format!("{one:?}"),
         many => format!("any of {many:?}"),
     }
-}
-
-/// The command as a shell line, quoting what needs it.
-fn shell_line(program: &Path, args: &[OsString]) -> String {
-    std::iter::once(program.as_os_str())
-        .chain(args.iter().map(OsString::as_os_str))
-        .map(|arg| {
-            let arg = arg.to_string_lossy();
-            if arg
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-_=,.:/+".contains(c))
-            {
-                arg.into_owned()
-            } else {
-                format!("'{}'", arg.replace('\'', r"'\''"))
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 #[cfg(test)]
