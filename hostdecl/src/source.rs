@@ -177,6 +177,11 @@ fn join(parent: &str, key: &str) -> String {
 
 /// serde's wording, in the terms a TOML author uses.
 fn plain(message: &str) -> String {
+    // "expected struct KernelDecl": the Rust name means nothing to the author.
+    let message = match message.find("expected struct ") {
+        Some(i) => format!("{}expected a table", &message[..i]),
+        None => message.to_string(),
+    };
     message
         .replace(
             "expected u32",

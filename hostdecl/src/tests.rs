@@ -127,6 +127,13 @@ fn wrong_type_names_field_line_and_column() {
 }
 
 #[test]
+fn value_where_a_table_belongs_says_table() {
+    let e = err("name = \"a\"\nkernel = 5\n");
+    assert_eq!(site(&e).2, "kernel");
+    assert!(e.to_string().ends_with("expected a table"), "{e}");
+}
+
+#[test]
 fn bad_choice_names_field_and_choices() {
     let e = err("name = \"a\"\n[init]\non_fatal = \"explode\"\n");
     assert_eq!(site(&e), (3, 12, "init.on_fatal".into()));
