@@ -1,6 +1,7 @@
 //! Bad declarations given to the real `builder build`: one test per kind of error, each
 //! asserting that the message names the file, the line and column, and the field, and that
-//! nothing was written. Every declaration here fails before any kernel or init build starts.
+//! nothing was written. Every declaration here fails before any kernel or init build starts
+//! (each that could get that far names a prebuilt "kernel" that is not one, as a backstop).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -135,11 +136,14 @@ fn pods_are_a_later_version_not_an_unknown_key() {
 
 #[test]
 fn missing_file_is_resolved_against_the_declarations_directory() {
+    // The prebuilt "kernel" is not one: if the files were not checked when the declaration is
+    // read, the build stops at it instead of building a kernel.
     let c = Case::new(&format!(
-        "{HEAD}[[trust]]\nkey = \"keys/ops.pub\"\nprefix = \"example.com/\"\n"
+        "{HEAD}[kernel]\nprebuilt = {{ x86_64 = \"hostname\" }}\n[[trust]]\nkey = \"keys/ops.pub\"\nprefix = \"example.com/\"\n"
     ));
+    std::fs::write(c.path("hostname"), b"box").unwrap();
     let err = c.refused(&[]);
-    c.assert_at(&err, 4, 7, "trust[0].key");
+    c.assert_at(&err, 6, 7, "trust[0].key");
     let want = format!(
         "trust key {} does not exist",
         c.path("keys/ops.pub").display()
