@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 pub use errors::{DeclError, FileProblem, KeyHint, Located, Site};
 pub use inputs::{FileInput, FileRef, ImageInput, Inputs, TrustInput, check_file};
 pub use sections::{DiskDecl, FileDecl, Format, ImageDecl, SigningDecl, TrustDecl};
-pub use source::Origin;
+use source::Origin;
 
 /// Where the builder puts the rendered declaration inside the initramfs, and where init reads it.
 pub const RENDERED_PATH: &str = "/etc/hostos/host.toml";

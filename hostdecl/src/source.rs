@@ -329,7 +329,10 @@ impl Walk<'_> {
     }
 
     fn item(&mut self, item: &Item, path: &str, place: &str) -> Result<(), DeclError> {
+        let is_table_place = (self.keys_at)(place).is_some();
         match item {
+            // A table where a plain value belongs is a type error, the deserializer's to report.
+            Item::Table(_) | Item::ArrayOfTables(_) if !is_table_place => Ok(()),
             Item::Table(t) => self.table(t, path, place),
             Item::ArrayOfTables(a) => {
                 for (i, t) in a.iter().enumerate() {

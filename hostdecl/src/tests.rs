@@ -134,6 +134,38 @@ fn value_where_a_table_belongs_says_table() {
 }
 
 #[test]
+fn table_where_a_value_belongs_is_a_type_error() {
+    let e = err("name = \"a\"\n[hostname]\nx = 1\n");
+    assert!(matches!(e, DeclError::Type { .. }), "{e:?}");
+    assert_eq!(site(&e).2, "hostname");
+}
+
+#[test]
+fn dotted_keys_and_subtable_headers_are_placed_too() {
+    let d =
+        HostDecl::from_toml_str("name = \"a\"\nkernel.prebuilt.x86_64 = \"bz\"\n", "h").unwrap();
+    assert_eq!(d.kernel.prebuilt.x86_64.as_deref(), Some("bz"));
+    let s = d.site("kernel.prebuilt.x86_64");
+    assert_eq!((s.line, s.column), (2, 26));
+    let e = err("name = \"a\"\nkernel.prebuilt.x86 = \"bz\"\n");
+    assert_eq!(site(&e), (2, 17, "kernel.prebuilt.x86".into()));
+    let e = err("name = \"a\"\n[kernel.prebuilt]\narm64 = \"Image\"\n");
+    assert_eq!(site(&e), (3, 1, "kernel.prebuilt.arm64".into()));
+}
+
+#[test]
+fn site_of_a_field_left_out_is_its_table() {
+    let d = HostDecl::from_toml_str("name = \"a\"\n\n[disk]\nesp_mib = 64\n", "h").unwrap();
+    let s = d.site("disk.data_mib");
+    assert_eq!(
+        (s.line, s.column, s.field.as_str()),
+        (3, 1, "disk.data_mib")
+    );
+    let s = d.site("signing.key");
+    assert_eq!((s.line, s.column), (1, 1));
+}
+
+#[test]
 fn bad_choice_names_field_and_choices() {
     let e = err("name = \"a\"\n[init]\non_fatal = \"explode\"\n");
     assert_eq!(site(&e), (3, 12, "init.on_fatal".into()));
