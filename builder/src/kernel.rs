@@ -5,16 +5,20 @@
 mod config;
 mod fragments;
 mod make;
+mod prebuilt;
 mod source;
 
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
 
-use hostdecl::Arch;
+use hostdecl::{Arch, HostDecl, Inputs};
+
+#[allow(unused_imports)] // identify/KernelFormat: for the UKI assembly, which needs the format
+pub use prebuilt::{KernelFormat, PrebuiltError, identify};
 
 use crate::{paths, tools};
 
@@ -259,7 +263,28 @@ fn configure(
     result
 }
 
-/// Used by `builder build`: a prebuilt kernel if declared, otherwise our own.
+/// Used by `builder build`: the prebuilt kernel the declaration names for `arch` (checked to be
+/// a kernel image for that arch, errors at the declaration's line and field), otherwise ours,
+/// built from the declaration's kernel source.
+// Until image.rs calls it in place of `resolve_for_image` (issue 8 integration).
+#[allow(dead_code)]
+pub fn resolve_for_decl(decl: &HostDecl, inputs: &Inputs, arch: Arch) -> Result<BuiltKernel> {
+    if let Some(p) = inputs.prebuilt(arch) {
+        prebuilt::check(&p.value, arch, &p.site.to_string())?;
+        return Ok(BuiltKernel {
+            arch,
+            image: p.value.clone(),
+            config: PathBuf::new(),
+            cache_hit: true,
+        });
+    }
+    let mut req = KernelRequest::new(arch);
+    req.source = inputs.kernel_source.as_ref().map(|s| s.value.clone());
+    req.sha256 = decl.kernel.sha256.clone();
+    build(&req)
+}
+
+/// The same for a caller that has only the resolved path (no declaration positions to name).
 pub fn resolve_for_image(
     arch: Arch,
     prebuilt: Option<&Path>,
@@ -267,9 +292,7 @@ pub fn resolve_for_image(
     sha256: Option<&str>,
 ) -> Result<BuiltKernel> {
     if let Some(p) = prebuilt {
-        if !p.is_file() {
-            bail!("prebuilt kernel {} for {arch} does not exist", p.display());
-        }
+        prebuilt::check(p, arch, &format!("kernel.prebuilt.{arch}"))?;
         return Ok(BuiltKernel {
             arch,
             image: p.to_path_buf(),

@@ -1,9 +1,22 @@
 //! The host declaration (`host.toml`): its schema, validation, and the rendered form the
 //! builder places in the initramfs for init. This is the on-disk contract between the two.
+//! `docs/host-toml.md` documents every field.
+
+mod errors;
+mod inputs;
+mod sections;
+mod source;
+mod validate;
 
 use std::fmt;
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
+
+pub use errors::{DeclError, FileProblem, KeyHint, Located, Site};
+pub use inputs::{FileInput, FileRef, ImageInput, Inputs, TrustInput, check_file};
+pub use sections::{DiskDecl, FileDecl, Format, ImageDecl, SigningDecl, TrustDecl};
+use source::Origin;
 
 /// Where the builder puts the rendered declaration inside the initramfs, and where init reads it.
 pub const RENDERED_PATH: &str = "/etc/hostos/host.toml";
@@ -77,6 +90,9 @@ pub enum FatalAction {
 }
 
 /// The whole declaration.
+///
+/// The sections after `init` are the builder's: they are not rendered into the image for init
+/// (`skip_serializing`), which reads only what it acts on.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HostDecl {
@@ -92,10 +108,59 @@ pub struct HostDecl {
     pub kernel: KernelDecl,
     #[serde(default)]
     pub init: InitDecl,
+    #[serde(default, skip_serializing)]
+    pub signing: SigningDecl,
+    #[serde(default, skip_serializing)]
+    pub disk: DiskDecl,
+    /// Outputs per arch (default: `["raw"]`).
+    #[serde(default = "sections::default_formats", skip_serializing)]
+    pub formats: Vec<Format>,
+    /// `[[image]]`: ACIs embedded in the payload.
+    #[serde(default, rename = "image", skip_serializing)]
+    pub images: Vec<ImageDecl>,
+    /// `[[trust]]`: keys init trusts, copied into the image.
+    #[serde(default, rename = "trust", skip_serializing)]
+    pub trust: Vec<TrustDecl>,
+    /// `[[file]]`: extra files for the payload.
+    #[serde(default, rename = "file", skip_serializing)]
+    pub files: Vec<FileDecl>,
+    /// Where each field was written, for errors found after parsing.
+    #[serde(skip)]
+    origin: Origin,
 }
 
 fn default_arches() -> Vec<Arch> {
     Arch::ALL.to_vec()
+}
+
+/// Every table of the declaration (by path, without array indices), for the key check.
+const PLACES: &[&str] = &[
+    "",
+    "kernel",
+    "kernel.prebuilt",
+    "init",
+    "signing",
+    "disk",
+    "image",
+    "trust",
+    "file",
+];
+
+/// The keys valid in each table, taken from the structs' `Deserialize`.
+fn keys_at(place: &str) -> Option<&'static [&'static str]> {
+    use source::fields_of;
+    Some(match place {
+        "" => fields_of::<HostDecl>(),
+        "kernel" => fields_of::<KernelDecl>(),
+        "kernel.prebuilt" => fields_of::<Prebuilt>(),
+        "init" => fields_of::<InitDecl>(),
+        "signing" => fields_of::<SigningDecl>(),
+        "disk" => fields_of::<DiskDecl>(),
+        "image" => fields_of::<ImageDecl>(),
+        "trust" => fields_of::<TrustDecl>(),
+        "file" => fields_of::<FileDecl>(),
+        _ => return None,
+    })
 }
 
 /// Which kernel goes into the image.
@@ -163,169 +228,57 @@ impl Default for InitDecl {
     }
 }
 
-/// A declaration that could not be read; the message names the file and the field.
-#[derive(Debug, thiserror::Error)]
-pub enum DeclError {
-    #[error("{origin}: {message}")]
-    Parse { origin: String, message: String },
-    #[error("{origin}: {field}: {reason}")]
-    Invalid {
-        origin: String,
-        field: &'static str,
-        reason: String,
-    },
-}
-
 impl HostDecl {
-    /// Parses and validates a declaration. `origin` (usually the file path) prefixes every error.
+    /// Parses and validates a declaration. `origin` (usually the file path) starts every error,
+    /// followed by the line, column and field. Files the declaration names are not looked at
+    /// here (init parses the rendered form, where they do not exist): see
+    /// [`HostDecl::resolve_paths`].
     pub fn from_toml_str(text: &str, origin: &str) -> Result<HostDecl, DeclError> {
-        let mut decl: HostDecl = toml::from_str(text).map_err(|e| DeclError::Parse {
-            origin: origin.to_string(),
-            message: e.to_string().trim_end().to_string(),
-        })?;
+        let map = source::scan(text, origin, keys_at, PLACES)?;
+        let mut decl: HostDecl = toml::from_str(text).map_err(|e| map.serde_error(&e))?;
+        decl.origin = Origin::new(map);
         if decl.hostname.is_empty() {
             decl.hostname = decl.name.clone();
         }
-        decl.validate(origin)?;
+        decl.validate()?;
         Ok(decl)
     }
 
-    /// The normalized form written into the image (defaults filled in).
+    /// Reads and parses the declaration at `path`; errors name it as given.
+    pub fn load(path: &Path) -> Result<HostDecl, DeclError> {
+        let text = std::fs::read_to_string(path).map_err(|source| DeclError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        HostDecl::from_toml_str(&text, &path.display().to_string())
+    }
+
+    /// The normalized form written into the image (defaults filled in, builder-only sections
+    /// left out).
     pub fn to_toml_string(&self) -> Result<String, DeclError> {
-        toml::to_string(self).map_err(|e| DeclError::Parse {
-            origin: "rendered declaration".to_string(),
-            message: e.to_string(),
-        })
+        toml::to_string(self).map_err(|e| DeclError::Render(e.to_string()))
     }
 
-    fn validate(&self, origin: &str) -> Result<(), DeclError> {
-        let invalid = |field: &'static str, reason: String| DeclError::Invalid {
-            origin: origin.to_string(),
-            field,
-            reason,
-        };
-        if !is_label(&self.name, 64) {
-            return Err(invalid(
-                "name",
-                format!(
-                    "{:?} must be 1-64 characters of a-z, 0-9 and '-', not starting or ending with '-'",
-                    self.name
-                ),
-            ));
-        }
-        // 64 bytes is the kernel's limit for sethostname(2) (__NEW_UTS_LEN).
-        if !self.hostname.split('.').all(|l| is_label(l, 63)) || self.hostname.len() > 64 {
-            return Err(invalid(
-                "hostname",
-                format!(
-                    "{:?} is not a valid host name (dot-separated labels of a-z, 0-9, '-')",
-                    self.hostname
-                ),
-            ));
-        }
-        if self.arch.is_empty() {
-            return Err(invalid("arch", "names no architecture".to_string()));
-        }
-        for (i, a) in self.arch.iter().enumerate() {
-            if self.arch[..i].contains(a) {
-                return Err(invalid("arch", format!("{a} is listed twice")));
-            }
-        }
-        if let Some(sha) = &self.kernel.sha256
-            && (sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()))
-        {
-            return Err(invalid(
-                "kernel.sha256",
-                format!("{sha:?} is not 64 hex digits"),
-            ));
-        }
-        if let Some(src) = &self.kernel.source {
-            let is_url = src.starts_with("http://") || src.starts_with("https://");
-            if is_url && self.kernel.sha256.is_none() {
-                return Err(invalid(
-                    "kernel.sha256",
-                    format!("required when kernel.source is a URL ({src})"),
-                ));
-            }
-        }
-        if self.kernel.cmdline.contains('\n') {
-            return Err(invalid("kernel.cmdline", "must be one line".to_string()));
-        }
-        Ok(())
+    /// Where `field` (a dotted path such as `kernel.prebuilt.x86_64` or `image[0].id`) was
+    /// written; for a field left out, where its nearest enclosing table was.
+    pub fn site(&self, field: &str) -> Site {
+        self.origin.site(field)
     }
-}
 
-fn is_label(s: &str, max: usize) -> bool {
-    !s.is_empty()
-        && s.len() <= max
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !s.starts_with('-')
-        && !s.ends_with('-')
+    /// The architectures `builder build --arch` should build: all the declaration lists, or the
+    /// one requested if the declaration lists it.
+    pub fn arches_to_build(&self, requested: Option<Arch>) -> Result<Vec<Arch>, DeclError> {
+        match requested {
+            None => Ok(self.arch.clone()),
+            Some(a) if self.arch.contains(&a) => Ok(vec![a]),
+            Some(a) => Err(DeclError::ArchNotDeclared {
+                at: self.site("arch"),
+                requested: a,
+                declared: self.arch.clone(),
+            }),
+        }
+    }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn minimal_declaration_gets_defaults() {
-        let d = HostDecl::from_toml_str("name = \"hello\"\n", "t.toml").unwrap();
-        assert_eq!(d.hostname, "hello");
-        assert_eq!(d.arch, vec![Arch::X86_64, Arch::Aarch64]);
-        assert_eq!(d.init.on_fatal, FatalAction::Poweroff);
-        assert_eq!(d.init.shutdown_grace_secs, 10);
-    }
-
-    #[test]
-    fn rendered_form_reads_back_equal() {
-        let text = "name = \"web\"\nhostname = \"web-1.example\"\narch = [\"aarch64\"]\n[kernel]\ncmdline = \"quiet\"\n[init]\non_fatal = \"reboot\"\nshutdown_grace_secs = 3\n";
-        let d = HostDecl::from_toml_str(text, "t.toml").unwrap();
-        let rendered = d.to_toml_string().unwrap();
-        assert_eq!(HostDecl::from_toml_str(&rendered, "r").unwrap(), d);
-    }
-
-    #[test]
-    fn unknown_field_error_names_file_and_field() {
-        let err = HostDecl::from_toml_str("name = \"a\"\nhostnme = \"x\"\n", "images/a.toml")
-            .unwrap_err()
-            .to_string();
-        assert!(err.starts_with("images/a.toml: "), "{err}");
-        assert!(err.contains("hostnme"), "{err}");
-    }
-
-    #[test]
-    fn rejects_bad_hostname_naming_the_field() {
-        let err = HostDecl::from_toml_str("name = \"a\"\nhostname = \"Bad_Host\"\n", "h.toml")
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("h.toml: hostname:"), "{err}");
-    }
-
-    #[test]
-    fn rejects_hostname_longer_than_the_kernel_allows() {
-        let long = format!("{}.{}", "a".repeat(40), "b".repeat(30));
-        let err = HostDecl::from_toml_str(&format!("name = \"a\"\nhostname = \"{long}\"\n"), "h")
-            .unwrap_err();
-        assert!(err.to_string().contains("hostname"), "{err}");
-    }
-
-    #[test]
-    fn rejects_unknown_arch_and_duplicates() {
-        let e1 = HostDecl::from_toml_str("name = \"a\"\narch = [\"arm64\"]\n", "x").unwrap_err();
-        assert!(e1.to_string().contains("arm64"), "{e1}");
-        let e2 = HostDecl::from_toml_str("name = \"a\"\narch = [\"x86_64\", \"x86_64\"]\n", "x")
-            .unwrap_err();
-        assert!(e2.to_string().contains("listed twice"), "{e2}");
-    }
-
-    #[test]
-    fn url_source_requires_pinned_hash() {
-        let err = HostDecl::from_toml_str(
-            "name = \"a\"\n[kernel]\nsource = \"https://example.com/linux.tar.xz\"\n",
-            "x",
-        )
-        .unwrap_err();
-        assert!(err.to_string().contains("kernel.sha256"), "{err}");
-    }
-}
+mod tests;
