@@ -178,7 +178,7 @@ impl Gpt {
         let count = u32_at(&header, H_ENTRY_COUNT) as usize;
         let entry_size = u32_at(&header, H_ENTRY_SIZE) as usize;
         let total = count.saturating_mul(entry_size);
-        if entry_size < MIN_ENTRY_SIZE || entry_size % 8 != 0 || total > MAX_ENTRY_BYTES {
+        if entry_size < MIN_ENTRY_SIZE || !entry_size.is_multiple_of(8) || total > MAX_ENTRY_BYTES {
             return Err(GptError::Malformed(format!(
                 "{count} entries of {entry_size} bytes"
             )));
@@ -401,4 +401,4 @@ pub fn crc32(data: &[u8]) -> u32 {
 
 #[cfg(test)]
 #[path = "gpt_tests.rs"]
-mod tests;
+pub(crate) mod tests;

@@ -148,7 +148,7 @@ mod tests {
         let p = resize_partition_arg(5, 1 << 20, 3 << 20).unwrap();
         assert_eq!((p.pno, p.start, p.length), (5, 1 << 20, 3 << 20));
         assert!(resize_partition_arg(5, u64::MAX, 1).is_none());
-        assert_eq!(nix::request_code_none!(0x12, BLKPG) as u64, 0x1269);
+        assert_eq!(nix::request_code_none!(0x12, BLKPG), 0x1269);
     }
 
     #[test]
