@@ -348,6 +348,7 @@ fn mounts_grows_and_keeps_data(arch: Arch) {
         BOOT,
     );
     expect(&mut vm, "init: not the first boot", STEP);
+    expect(&mut vm, "init: ready", STEP);
     power_off(&mut vm);
     assert!(!vm.console().contains("grown"), "{}", vm.console());
 }
