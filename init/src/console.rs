@@ -8,6 +8,12 @@
 //! ```text
 //! init: hostos-init <version> (<arch>) started <secs, 3 decimals> s after kernel start
 //! init: hostname set to <hostname>
+//! init: disk <disk node> holds the payload (<partition node>) and data (<partition node>)
+//! init: payload verified (<first 12 hex digits of the root hash>) and mounted read-only at /payload
+//! init: data partition grown from <MiB> MiB to <MiB> MiB
+//! init: data mounted at /var (<MiB> MiB)
+//! init: first boot: created /var/.hostos-first-boot
+//! init: not the first boot: /var/.hostos-first-boot exists
 //! init: watching <path> (<device name>) for the power button
 //! init: ready
 //! init: shutdown requested by <reason>
@@ -22,8 +28,16 @@
 //! ```
 //!
 //! `<reason>` is one of `SIGTERM`, `SIGINT (ctrl-alt-del)`, `SIGPWR` or
-//! `power button (<device name>)`. `init: ready` comes after the early mounts, the hostname and
-//! the first power-button scan. `init: sending SIGKILL to all processes` appears only when some
+//! `power button (<device name>)`. `init: ready` comes after the early mounts, the hostname, the
+//! disk and the first power-button scan.
+//!
+//! The disk lines appear only when the kernel command line carries `hostos.*` boot parameters
+//! (a boot from the disk image; see `storage`), in the order listed. `grown` appears on the
+//! first boot on a disk larger than the image; the size in `data mounted` is the ext4
+//! filesystem's, after any growth (MiB are 2^20 bytes, rounded down). A payload that fails
+//! verification ends the boot with `init: fatal: payload <partition node>: dm-verity refused
+//! block <n> (<dm node>): the payload does not match the root hash <hex> on the kernel command
+//! line: <errno>`. `init: sending SIGKILL to all processes` appears only when some
 //! process outlived the grace period. A fatal error prints `init: fatal: ...` and then
 //! `init: powering off` or `init: rebooting`, per the declaration's `init.on_fatal`.
 //!
@@ -137,6 +151,26 @@ pub enum Line<'a> {
         boottime_ms: u64,
     },
     HostnameSet(&'a str),
+    DiskFound {
+        disk: &'a str,
+        payload: &'a str,
+        data: &'a str,
+    },
+    PayloadMounted {
+        /// The root hash's first hex digits.
+        root_hash: &'a str,
+    },
+    DataGrown {
+        from_mib: u64,
+        to_mib: u64,
+    },
+    DataMounted {
+        mib: u64,
+    },
+    FirstBoot {
+        first: bool,
+        marker: &'a str,
+    },
     Watching {
         path: &'a str,
         name: &'a str,
@@ -169,6 +203,36 @@ impl fmt::Display for Line<'_> {
                 boottime_ms % 1000
             ),
             Self::HostnameSet(name) => write!(f, "hostname set to {name}"),
+            Self::DiskFound {
+                disk,
+                payload,
+                data,
+            } => write!(
+                f,
+                "disk {disk} holds the payload ({payload}) and data ({data})"
+            ),
+            Self::PayloadMounted { root_hash } => write!(
+                f,
+                "payload verified ({root_hash}) and mounted read-only at {}",
+                hostimg::PAYLOAD_MOUNT
+            ),
+            Self::DataGrown { from_mib, to_mib } => {
+                write!(
+                    f,
+                    "data partition grown from {from_mib} MiB to {to_mib} MiB"
+                )
+            }
+            Self::DataMounted { mib } => {
+                write!(f, "data mounted at {} ({mib} MiB)", hostimg::DATA_MOUNT)
+            }
+            Self::FirstBoot {
+                first: true,
+                marker,
+            } => write!(f, "first boot: created {marker}"),
+            Self::FirstBoot {
+                first: false,
+                marker,
+            } => write!(f, "not the first boot: {marker} exists"),
             Self::Watching { path, name } => {
                 write!(f, "watching {path} ({name}) for the power button")
             }
@@ -276,6 +340,45 @@ mod tests {
             (Line::PoweringOff, "init: powering off"),
             (Line::Rebooting, "init: rebooting"),
             (Line::HostnameSet("web-1"), "init: hostname set to web-1"),
+            (
+                Line::DiskFound {
+                    disk: "/dev/vda",
+                    payload: "/dev/vda2",
+                    data: "/dev/vda5",
+                },
+                "init: disk /dev/vda holds the payload (/dev/vda2) and data (/dev/vda5)",
+            ),
+            (
+                Line::PayloadMounted {
+                    root_hash: "0123456789ab",
+                },
+                "init: payload verified (0123456789ab) and mounted read-only at /payload",
+            ),
+            (
+                Line::DataGrown {
+                    from_mib: 64,
+                    to_mib: 164,
+                },
+                "init: data partition grown from 64 MiB to 164 MiB",
+            ),
+            (
+                Line::DataMounted { mib: 164 },
+                "init: data mounted at /var (164 MiB)",
+            ),
+            (
+                Line::FirstBoot {
+                    first: true,
+                    marker: "/var/.hostos-first-boot",
+                },
+                "init: first boot: created /var/.hostos-first-boot",
+            ),
+            (
+                Line::FirstBoot {
+                    first: false,
+                    marker: "/var/.hostos-first-boot",
+                },
+                "init: not the first boot: /var/.hostos-first-boot exists",
+            ),
             (Line::Fatal("a: b"), "init: fatal: a: b"),
             (
                 Line::Watching {

@@ -17,3 +17,4 @@ pub mod power_button;
 pub mod reap;
 pub mod shutdown;
 pub mod signals;
+pub mod storage;

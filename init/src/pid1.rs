@@ -17,6 +17,7 @@ use crate::power_button::{Activity, INPUT_DIR, PowerButtons};
 use crate::reap;
 use crate::shutdown::{self, PowerAction, RealShutdown};
 use crate::signals::{Event, Signals};
+use crate::storage::{self, RealStorage};
 
 /// How often /dev/input is scanned again while drivers may still be probing, and for how long.
 const RESCAN_INTERVAL: Duration = Duration::from_millis(250);
@@ -86,6 +87,13 @@ fn boot(started: Instant, boottime: Option<nix::sys::time::TimeSpec>) -> Result<
 
     hostname::set_hostname(&settings.hostname)?;
     console::emit(&Line::HostnameSet(&settings.hostname));
+
+    // After the declaration, so a disk that fails ends the boot per its `on_fatal`. The
+    // error is fatal on its own terms: its chain starts with the part of the disk at fault
+    // (`payload /dev/vda2: dm-verity ...`).
+    if let Err(e) = storage::setup_from_cmdline(&mut RealStorage::default()) {
+        fatal::die(&e);
+    }
 
     let signals = Signals::install()?;
     let mut buttons = PowerButtons::new(INPUT_DIR);
