@@ -12,6 +12,7 @@ mod paths;
 mod run;
 mod sign_cmd;
 mod tools;
+mod uki;
 
 use std::process::ExitCode;
 
