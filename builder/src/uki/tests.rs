@@ -539,3 +539,37 @@ fn section_of_a_missing_name_is_none() {
     assert_eq!(section(&stub(Arch::Aarch64), CMDLINE).unwrap(), None);
     assert_eq!(section(&stub(Arch::Aarch64), ".toolongname").unwrap(), None);
 }
+
+#[test]
+fn refuses_a_stub_cut_short_inside_its_sections() {
+    let s = stub(Arch::X86_64);
+    let linux = kernel(Arch::X86_64);
+    let e = assemble(&s[..0x11000], &parts(&linux, b""), 0).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            UkiError::StubTruncated {
+                data_end: 0x11400,
+                len: 0x11000
+            }
+        ),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn reading_a_section_past_the_end_of_the_file_is_an_error() {
+    let linux = kernel(Arch::Aarch64);
+    let uki = assemble(&stub(Arch::Aarch64), &parts(&linux, b"i"), 0).unwrap();
+    let cut = &uki[..uki.len() - 1000];
+    let e = section(cut, LINUX).unwrap_err();
+    let chain = format!("{e}: {}", std::error::Error::source(&e).unwrap());
+    assert!(
+        chain.contains("section .linux claims file bytes"),
+        "{chain}"
+    );
+    assert_eq!(
+        section(cut, CMDLINE).unwrap(),
+        Some(CMDLINE_TEXT.as_bytes())
+    );
+}
