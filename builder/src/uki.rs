@@ -28,9 +28,10 @@ pub const UNAME: &str = ".uname";
 pub const INITRD: &str = ".initrd";
 pub const LINUX: &str = ".linux";
 
-/// `.linux`'s virtual address is a multiple of this. arm64 kernels want their image on a
-/// 64 KiB boundary (newer ones warn otherwise, systemd/systemd#42443) and x86 kernels are
-/// relocated by the stub when misaligned; aligning costs only address space, not file bytes.
+/// `.linux`'s virtual address is a multiple of this. arm64 kernels run from a 64 KiB-aligned
+/// address and newer ones warn when a stub leaves them elsewhere (systemd/systemd#42443). The
+/// 252 stub hands the kernel to the firmware's LoadImage, which copies it, so this is a
+/// precaution; it costs address space, not file bytes, and is the same on both arches.
 pub const LINUX_ALIGNMENT: u32 = 0x1_0000;
 
 /// Read-only initialized data, which is what every part is to the stub: it finds them by
