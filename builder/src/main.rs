@@ -20,6 +20,7 @@ mod payload;
 mod run;
 mod sign_cmd;
 mod tools;
+mod uki;
 mod verify_cmd;
 mod verity;
 
