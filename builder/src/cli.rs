@@ -78,11 +78,11 @@ pub enum Command {
         #[arg(short, long, default_value = "out")]
         out: PathBuf,
         /// Firmware: OVMF (x86_64), AAVMF or U-Boot (aarch64); default: OVMF / AAVMF.
-        #[arg(long, value_enum, default_value_t = FirmwareArg::Default)]
-        firmware: FirmwareArg,
+        #[arg(long, value_enum, default_value_t = crate::run::Firmware::Default)]
+        firmware: crate::run::Firmware,
         /// Enlarge the booted copy of the disk to this size (e.g. 4G, 512M), to see the data
         /// partition grow on first boot.
-        #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+        #[arg(long, value_name = "SIZE", value_parser = crate::run::parse_size)]
         disk_size: Option<u64>,
         /// Use KVM instead of TCG software emulation (x86_64 host and guest only).
         #[arg(long)]
@@ -110,7 +110,9 @@ pub enum Command {
     },
     /// Show what a disk image holds: partitions, signed manifest, command line, embedded
     /// images and trust keys.
-    #[command(after_help = "Example:\n  builder inspect out/hello-x86_64.img\n  builder inspect out/hello-x86_64.img --json | jq .partitions")]
+    #[command(
+        after_help = "Example:\n  builder inspect out/hello-x86_64.img\n  builder inspect out/hello-x86_64.img --json | jq .partitions"
+    )]
     Inspect {
         /// The raw disk image (`NAME-ARCH.img`).
         image: PathBuf,
@@ -185,39 +187,6 @@ impl From<FormatArg> for hostdecl::Format {
             FormatArg::Kernel => hostdecl::Format::Kernel,
         }
     }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum FirmwareArg {
-    /// OVMF on x86_64, AAVMF on aarch64.
-    Default,
-    Ovmf,
-    Aavmf,
-    #[value(name = "u-boot")]
-    UBoot,
-}
-
-/// `4G`, `512M`, `1048576`: a size in bytes (K/M/G/T are powers of 1024).
-pub fn parse_size(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let (num, mult) = match t.char_indices().last() {
-        Some((i, c)) if c.is_ascii_alphabetic() => {
-            let m: u64 = match c.to_ascii_uppercase() {
-                'K' => 1 << 10,
-                'M' => 1 << 20,
-                'G' => 1 << 30,
-                'T' => 1 << 40,
-                _ => return Err(format!("{s:?}: unknown size suffix {c:?} (use K, M, G or T)")),
-            };
-            (&t[..i], m)
-        }
-        _ => (t, 1),
-    };
-    num.parse::<u64>()
-        .ok()
-        .and_then(|n| n.checked_mul(mult))
-        .filter(|n| *n > 0)
-        .ok_or_else(|| format!("{s:?} is not a size (e.g. 4G, 512M)"))
 }
 
 impl From<ArchArg> for hostdecl::Arch {

@@ -23,7 +23,6 @@
 //! filesystem to `meta_bg` as it grows, which costs nothing up front.
 
 // Until the disk image (image.rs) uses it.
-#![cfg_attr(not(test), allow(dead_code))]
 
 use std::fs::File;
 use std::io::Write;

@@ -17,7 +17,6 @@
 //!   (read-only) where the spec asks for it, bit 59 (grow-file-system) on data.
 
 // Until `builder build`, `verify` and `inspect` call it (the coordinator wires the CLI).
-#![allow(dead_code, unused_imports)]
 
 mod read;
 mod write;
@@ -30,7 +29,9 @@ use std::path::{Path, PathBuf};
 use hostimg::{ALIGN, Guid, Role, SECTOR};
 
 pub use read::read_layout;
-pub use write::{StagedImage, stage, write, write_partition};
+pub use write::{StagedImage, stage};
+#[cfg(test)]
+pub use write::{write, write_partition};
 
 /// DPS attribute bit 60: the partition is read-only (mount it so).
 pub const ATTR_READ_ONLY: u64 = 1 << 60;

@@ -5,7 +5,6 @@
 //! order.
 
 // Nothing outside this module's tests calls it until the disk-image writer lands.
-#![cfg_attr(not(test), allow(dead_code))]
 
 mod clock;
 mod fixup;

@@ -9,7 +9,6 @@
 //! out at that size instead (see [`Format::size_multiple`]).
 
 // Until `builder build` writes its outputs through this module (the integration step).
-#![allow(dead_code)]
 
 mod gce;
 mod sparse;
@@ -249,6 +248,7 @@ fn from_runs(
     }
 }
 
+#[cfg(test)]
 /// Copies `src` to `dst` keeping its holes, and making holes of its zero 4 KiB blocks; `dst`
 /// appears by rename.
 pub fn copy_sparse(src: &Path, dst: &Path) -> Result<(), FormatError> {

@@ -10,19 +10,19 @@ use anyhow::{Context, Result};
 
 use hostdecl::{Arch, HostDecl};
 
-
-/// A declaration read from disk, with the directory relative paths in it refer to.
+/// A declaration read from disk, and the paths it names resolved against its directory and
+/// checked (each still knowing its line).
 pub struct Declaration {
     pub decl: HostDecl,
-    pub dir: PathBuf,
+    pub inputs: hostdecl::Inputs,
 }
 
-pub fn load(path: &Path) -> Result<Declaration> {
-    let text = fs::read_to_string(path)
-        .with_context(|| format!("reading host declaration {}", path.display()))?;
-    let decl = HostDecl::from_toml_str(&text, &path.display().to_string())?;
+/// Reads and checks `path`; `key` (`--key`) overrides the declaration's `[signing] key`.
+pub fn load(path: &Path, key: Option<&Path>) -> Result<Declaration> {
+    let decl = HostDecl::load(path)?;
     let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
-    Ok(Declaration { decl, dir })
+    let inputs = decl.resolve_paths(&dir, key)?;
+    Ok(Declaration { decl, inputs })
 }
 
 /// What one architecture's build produced.

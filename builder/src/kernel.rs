@@ -23,7 +23,7 @@ pub use prebuilt::{KernelFormat, PrebuiltError, identify};
 use crate::{paths, tools};
 
 /// Bump when the way a kernel is built changes, so old cache entries are not reused.
-const RECIPE_VERSION: &str = "kernel-recipe-3";
+const RECIPE_VERSION: &str = "kernel-recipe-4";
 
 /// What to build.
 #[derive(Debug, Clone)]
@@ -59,7 +59,7 @@ impl KernelRequest {
 #[derive(Debug, Clone)]
 pub struct BuiltKernel {
     pub arch: Arch,
-    /// The bootable image: bzImage on x86_64, Image.gz on aarch64.
+    /// The bootable image: bzImage on x86_64, vmlinuz.efi (EFI zboot) on aarch64.
     pub image: PathBuf,
     /// The final .config it was built with.
     pub config: PathBuf,
@@ -266,8 +266,6 @@ fn configure(
 /// Used by `builder build`: the prebuilt kernel the declaration names for `arch` (checked to be
 /// a kernel image for that arch, errors at the declaration's line and field), otherwise ours,
 /// built from the declaration's kernel source.
-// Until image.rs calls it in place of `resolve_for_image` (issue 8 integration).
-#[allow(dead_code)]
 pub fn resolve_for_decl(decl: &HostDecl, inputs: &Inputs, arch: Arch) -> Result<BuiltKernel> {
     if let Some(p) = inputs.prebuilt(arch) {
         prebuilt::check(&p.value, arch, &p.site.to_string())?;
@@ -281,27 +279,5 @@ pub fn resolve_for_decl(decl: &HostDecl, inputs: &Inputs, arch: Arch) -> Result<
     let mut req = KernelRequest::new(arch);
     req.source = inputs.kernel_source.as_ref().map(|s| s.value.clone());
     req.sha256 = decl.kernel.sha256.clone();
-    build(&req)
-}
-
-/// The same for a caller that has only the resolved path (no declaration positions to name).
-pub fn resolve_for_image(
-    arch: Arch,
-    prebuilt: Option<&Path>,
-    source: Option<&str>,
-    sha256: Option<&str>,
-) -> Result<BuiltKernel> {
-    if let Some(p) = prebuilt {
-        prebuilt::check(p, arch, &format!("kernel.prebuilt.{arch}"))?;
-        return Ok(BuiltKernel {
-            arch,
-            image: p.to_path_buf(),
-            config: PathBuf::new(),
-            cache_hit: true,
-        });
-    }
-    let mut req = KernelRequest::new(arch);
-    req.source = source.map(str::to_string);
-    req.sha256 = sha256.map(str::to_string);
     build(&req)
 }

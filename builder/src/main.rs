@@ -9,9 +9,9 @@ mod esp;
 mod fetch_cmd;
 mod formats;
 mod image;
-mod inspect_cmd;
 mod init_bin;
 mod initramfs;
+mod inspect_cmd;
 mod kernel;
 mod logging;
 mod manifest;
@@ -80,10 +80,9 @@ fn run(cli: cli::Cli) -> anyhow::Result<()> {
             key,
             format,
         } => {
-            let d = image::load(&host)?;
+            let d = image::load(&host, key.as_deref())?;
             let arches = d.decl.arches_to_build(arch.map(Into::into))?;
             let opts = assemble::BuildOptions {
-                key,
                 formats: (!format.is_empty()).then(|| format.into_iter().map(Into::into).collect()),
             };
             for a in arches {
@@ -113,12 +112,7 @@ fn run(cli: cli::Cli) -> anyhow::Result<()> {
                 kvm,
                 powerdown_after: powerdown_after.map(std::time::Duration::from_secs),
                 memory_mib: memory,
-                firmware: match firmware {
-                    cli::FirmwareArg::Default => run::Firmware::Default,
-                    cli::FirmwareArg::Ovmf => run::Firmware::Ovmf,
-                    cli::FirmwareArg::Aavmf => run::Firmware::Aavmf,
-                    cli::FirmwareArg::UBoot => run::Firmware::UBoot,
-                },
+                firmware,
                 disk_size,
             };
             let arch: Option<hostdecl::Arch> = arch.map(Into::into);
@@ -134,12 +128,16 @@ fn run(cli: cli::Cli) -> anyhow::Result<()> {
                 };
                 return run::run_disk(&target, arch, &opts);
             }
-            let d = image::load(&target)?;
+            let d = image::load(&target, None)?;
             let arch = match arch {
                 Some(a) => a,
                 None => {
                     let here = default_arch();
-                    if d.decl.arch.contains(&here) { here } else { d.decl.arch[0] }
+                    if d.decl.arch.contains(&here) {
+                        here
+                    } else {
+                        d.decl.arch[0]
+                    }
                 }
             };
             let arch = d.decl.arches_to_build(Some(arch))?[0];

@@ -29,7 +29,6 @@
 //! ```
 
 // Until `builder build`, `verify` and `inspect` call it (the coordinator wires the CLI).
-#![allow(dead_code, unused_imports)]
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -44,7 +43,9 @@ use crate::disk::{self, DiskError, Layout, RegionKind, StagedImage};
 
 mod frame;
 
-pub use frame::{FrameError, MAGIC, SignedManifest, detached_paths};
+#[cfg(test)]
+pub use frame::MAGIC;
+pub use frame::{FrameError, SignedManifest, detached_paths};
 
 /// The manifest's `format` field.
 pub const FORMAT: &str = "hostos-image-manifest/1";
@@ -351,6 +352,7 @@ pub fn measure(
 
 impl Manifest {
     /// The partitions' regions, in disk order.
+    #[cfg(test)]
     pub fn partitions(&self) -> impl Iterator<Item = (&RegionEntry, &PartitionEntry)> {
         self.regions
             .iter()

@@ -18,7 +18,6 @@
 //! depends on the lz4 library's version, one fewer thing for bit-identical rebuilds to pin.
 
 // Until the disk image (image.rs) uses it.
-#![cfg_attr(not(test), allow(dead_code))]
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;

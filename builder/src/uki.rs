@@ -12,7 +12,6 @@
 //! caller), the COFF symbol table pointer (cleared) and the checksum (recomputed).
 
 // The coordinator wires `assemble` into `builder build` and `section` into `builder inspect`.
-#![allow(dead_code)]
 
 mod pe;
 

@@ -6,7 +6,6 @@
 //! in disk order (MBR, GPT structures, partitions, gaps) and compare each with the image.
 
 // Until `builder build`, `verify` and `inspect` call it (the coordinator wires the CLI).
-#![allow(dead_code)]
 
 use std::fs::File;
 use std::os::unix::fs::FileExt as _;
@@ -127,6 +126,7 @@ pub fn run(image: &Path, key: &Path) -> anyhow::Result<()> {
         m.regions.len(),
         v.bytes_checked
     );
+    println!("  trusted comment: {}", v.trusted_comment);
     let (json, sig) = manifest::detached_paths(image);
     if json.exists() {
         let same = std::fs::read(&json).ok() == Some(v.signed.json.clone())

@@ -10,7 +10,6 @@
 //! root hash is that block's digest, and the hash area is the superblock alone.
 
 // Until the disk image (image.rs) uses it.
-#![cfg_attr(not(test), allow(dead_code))]
 
 use hostimg::{Guid, VERITY_BLOCK, VerityParams};
 use sha2::{Digest, Sha256};

@@ -98,6 +98,9 @@ pub enum FatalAction {
 pub struct HostDecl {
     /// Image name; used for output file names.
     pub name: String,
+    /// Image version, recorded in the signed manifest and the UKI's os-release (default `0`).
+    #[serde(default = "default_version")]
+    pub version: String,
     /// The guest's hostname (default: `name`).
     #[serde(default)]
     pub hostname: String,
@@ -127,6 +130,10 @@ pub struct HostDecl {
     /// Where each field was written, for errors found after parsing.
     #[serde(skip)]
     origin: Origin,
+}
+
+fn default_version() -> String {
+    "0".to_string()
 }
 
 fn default_arches() -> Vec<Arch> {

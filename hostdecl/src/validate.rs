@@ -59,6 +59,21 @@ impl HostDecl {
                 ),
             ));
         }
+        let version_ok = !self.version.is_empty()
+            && self.version.len() <= 64
+            && self
+                .version
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._+-~".contains(&b));
+        if !version_ok {
+            return Err(self.invalid(
+                "version",
+                format!(
+                    "{:?} must be 1-64 characters of letters, digits and . _ + - ~",
+                    self.version
+                ),
+            ));
+        }
         if self.arch.is_empty() {
             return Err(self.invalid("arch", "names no architecture"));
         }

@@ -3,7 +3,9 @@
 //! temporary file beside the output that is renamed into place only when complete.
 
 use std::collections::BTreeMap;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
+#[cfg(test)]
+use std::fs::OpenOptions;
 use std::io::Read;
 use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -67,6 +69,7 @@ impl StagedImage {
     }
 }
 
+#[cfg(test)]
 /// Writes the whole image (with whatever `spec` gives the manifest partition) to `out`.
 pub fn write(spec: &DiskSpec, layout: &Layout, out: &Path) -> Result<(), DiskError> {
     stage(spec, layout, out)?.persist().map(|_| ())
@@ -124,6 +127,7 @@ pub fn stage(spec: &DiskSpec, layout: &Layout, out: &Path) -> Result<StagedImage
     })
 }
 
+#[cfg(test)]
 /// Writes `bytes` at the start of `role`'s partition in the image at `image` and zeros the
 /// rest of that partition.
 pub fn write_partition(

@@ -34,7 +34,7 @@ impl Kbuild {
     pub fn image_target(&self) -> (&'static str, &'static str) {
         match self.arch {
             Arch::X86_64 => ("bzImage", "arch/x86/boot/bzImage"),
-            Arch::Aarch64 => ("Image.gz", "arch/arm64/boot/Image.gz"),
+            Arch::Aarch64 => ("vmlinuz.efi", "arch/arm64/boot/vmlinuz.efi"),
         }
     }
 

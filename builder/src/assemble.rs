@@ -1,0 +1,443 @@
+//! `builder build`, one architecture: from the declaration to the signed disk image and the
+//! output formats it asks for.
+//!
+//! Order (each step's output feeds the next; nothing random, nothing from the clock):
+//! 1. kernel (cached build or the declaration's prebuilt) and init (carried in the builder);
+//! 2. trust keys and embedded images, each image's signature checked against those keys;
+//! 3. the identity seed over all of that (`identity`), and from it every GUID, UUID and salt;
+//! 4. the payload (erofs + dm-verity) → its root hash goes on the command line;
+//! 5. the initramfs and the UKI (systemd-stub + kernel + initramfs + command line + os-release);
+//! 6. the ESP holding the UKI, the empty ext4 data filesystem;
+//! 7. the GPT disk, measured into the manifest, signed, the manifest written into its
+//!    partition and beside the image;
+//! 8. the other formats from the raw image.
+
+mod embed;
+pub mod identity;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+
+use aci::sign::SecretKey;
+use hostdecl::{Arch, Format as DeclFormat};
+use hostimg::{ALIGN, BootParams, Role};
+
+use crate::disk::{self, Content, DiskSpec, PartitionSpec};
+use crate::formats::{self, Format};
+use crate::image::{self, Declaration};
+use crate::initramfs::{Initramfs, Kind};
+use crate::{datafs, esp, init_bin, kernel, manifest, payload, uki};
+
+/// What the command line adds to the declaration.
+#[derive(Debug, Clone, Default)]
+pub struct BuildOptions {
+    /// `--format`: overriding the declaration's `formats`.
+    pub formats: Option<Vec<DeclFormat>>,
+}
+
+/// What one architecture's build wrote.
+#[derive(Debug)]
+pub struct Built {
+    /// The raw disk image (always written: every other format is made from it).
+    pub image: PathBuf,
+    /// The direct-boot artifacts, when `kernel` was among the formats.
+    pub direct: Option<image::Built>,
+    pub outputs: Vec<PathBuf>,
+}
+
+const MIB: u64 = 1 << 20;
+/// The manifest partition: the signed manifest is a few KiB.
+const MANIFEST_PARTITION: u64 = MIB;
+
+pub fn build(d: &Declaration, arch: Arch, out: &Path, opts: &BuildOptions) -> Result<Built> {
+    let start = Instant::now();
+    let epoch = identity::epoch_from_env()?;
+    let formats = opts
+        .formats
+        .clone()
+        .unwrap_or_else(|| d.decl.formats.clone());
+    let key = signing_key(d)?;
+    fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let scratch = tempfile::Builder::new()
+        .prefix(".build-")
+        .tempdir_in(out)
+        .with_context(|| format!("creating a scratch directory in {}", out.display()))?;
+
+    // 1. Kernel and init.
+    let k = kernel::resolve_for_decl(&d.decl, &d.inputs, arch)?;
+    let kernel_bytes =
+        fs::read(&k.image).with_context(|| format!("reading kernel {}", k.image.display()))?;
+    let init = init_bin::for_arch(arch);
+    let stub_path = uki::stub_path(arch);
+    let stub = fs::read(&stub_path).with_context(|| {
+        format!(
+            "reading the UKI stub {} (install systemd-boot-efi{}; scripts/setup.sh does)",
+            stub_path.display(),
+            if arch == Arch::Aarch64 { ":arm64" } else { "" }
+        )
+    })?;
+
+    // 2. Trust keys and embedded images.
+    let trust = embed::trust_keys(d, scratch.path())?;
+    let embedded = embed::payload(d, &trust)?;
+    let rendered = d.decl.to_toml_string()?;
+
+    // 3. Identities.
+    let mut seed = identity::Seed::new();
+    seed.input("builder", env!("CARGO_PKG_VERSION").as_bytes());
+    seed.input("arch", arch.as_str().as_bytes());
+    seed.input("declaration", rendered.as_bytes());
+    seed.input("epoch", &epoch.to_le_bytes());
+    seed.input("kernel", &embed::sha256(&kernel_bytes));
+    seed.input("init", &embed::sha256(init));
+    seed.input("stub", &embed::sha256(&stub));
+    for (path, bytes) in &trust.files {
+        seed.input(path, &embed::sha256(bytes));
+    }
+    for (path, digest) in &embedded.digests {
+        seed.input(path, digest);
+    }
+    let id = seed.finish();
+    let guid = |role: Role| id.guid(role.label());
+
+    // 4. Payload.
+    let payload = payload::build(
+        &embedded.files,
+        id.guid("payload-fs"),
+        &id.bytes("verity-salt"),
+        epoch,
+        scratch.path(),
+    )?;
+    let boot = BootParams {
+        payload: guid(Role::PayloadA),
+        verity: payload.verity.clone(),
+        data: guid(Role::Data),
+    };
+
+    // 5. Initramfs and UKI.
+    let mut initramfs = Initramfs::with_skeleton()?;
+    initramfs.add("init", Kind::File(init.to_vec()), 0o755)?;
+    initramfs.add(
+        hostdecl::RENDERED_PATH,
+        Kind::File(rendered.clone().into_bytes()),
+        0o644,
+    )?;
+    for (path, bytes) in &trust.files {
+        initramfs.add(path, Kind::File(bytes.clone()), 0o644)?;
+    }
+    let initramfs = initramfs.to_cpio_zstd()?;
+    let cmdline = format!("{} {}", image::cmdline(&d.decl, arch), boot.to_cmdline());
+    let osrel = os_release(d, arch);
+    let uki_bytes = uki::assemble(
+        &stub,
+        &uki::UkiParts {
+            linux: &kernel_bytes,
+            initrd: &initramfs,
+            cmdline: &cmdline,
+            osrel: &osrel,
+            uname: None,
+        },
+        u32::try_from(epoch).unwrap_or(u32::MAX),
+    )
+    .context("assembling the UKI")?;
+
+    // 6. ESP and data.
+    let boot_file = match arch {
+        Arch::X86_64 => "EFI/BOOT/BOOTX64.EFI",
+        Arch::Aarch64 => "EFI/BOOT/BOOTAA64.EFI",
+    };
+    let esp_files = [esp::EspFile {
+        path: boot_file,
+        bytes: &uki_bytes,
+    }];
+    let esp_size = sized(
+        d.decl.disk.esp_mib,
+        esp::min_size(&esp_files),
+        "disk.esp_mib",
+    )?;
+    let esp_bytes =
+        esp::write_esp(esp_size, id.volume_id(), epoch, &esp_files).context("writing the ESP")?;
+    let payload_size = sized(
+        d.decl.disk.payload_mib,
+        round_up(payload.partition.len() as u64),
+        "disk.payload_mib",
+    )?;
+    let data_size = sized(d.decl.disk.data_mib, datafs::MIN_SIZE, "disk.data_mib")?;
+    let data_file = scratch.path().join("data.ext4");
+    datafs::make_ext4(
+        &data_file,
+        data_size,
+        id.guid("data-fs"),
+        id.guid("data-hash-seed"),
+        epoch,
+    )?;
+
+    // 7. Disk, manifest, signature.
+    let spec = DiskSpec {
+        disk_guid: id.guid("disk"),
+        partitions: vec![
+            part(
+                Role::Esp,
+                esp_size,
+                guid(Role::Esp),
+                Content::Bytes(esp_bytes),
+                false,
+            ),
+            part(
+                Role::PayloadA,
+                payload_size,
+                guid(Role::PayloadA),
+                Content::Bytes(payload.partition),
+                true,
+            ),
+            part(
+                Role::PayloadB,
+                payload_size,
+                guid(Role::PayloadB),
+                Content::Zeros,
+                true,
+            ),
+            part(
+                Role::Manifest,
+                MANIFEST_PARTITION,
+                guid(Role::Manifest),
+                Content::Zeros,
+                false,
+            ),
+            part(
+                Role::Data,
+                data_size,
+                guid(Role::Data),
+                Content::File(data_file),
+                false,
+            ),
+        ],
+        total_size: match d.decl.disk.size_mib {
+            0 => None,
+            n => Some(u64::from(n) * MIB),
+        },
+    };
+    let layout = disk::plan(&spec)?;
+    let image_path = out.join(formats::output_name(&d.decl.name, arch, Format::Raw));
+    let staged = disk::stage(&spec, &layout, &image_path)?;
+    let facts = manifest::ImageFacts {
+        name: d.decl.name.clone(),
+        version: d.decl.version.clone(),
+        arch: arch.as_str().to_string(),
+        uki_sha256: hex::encode(embed::sha256(&uki_bytes)),
+        verity_root_hash: hex::encode(boot.verity.root_hash),
+        cmdline: cmdline.clone(),
+        embedded_images: embedded.images,
+        trust_keys: trust.facts,
+        tools: tool_versions(),
+    };
+    let manifest_name = manifest::detached_paths(&image_path)
+        .0
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let signed = manifest::seal(
+        &staged,
+        facts,
+        &key,
+        &manifest_name,
+        u64::try_from(epoch).unwrap_or(0),
+    )?;
+    let image_path = staged.persist()?;
+    signed.write_beside(&image_path)?;
+    let mut outputs = vec![image_path.clone()];
+    let (json, sig) = manifest::detached_paths(&image_path);
+    outputs.extend([json, sig]);
+
+    // 8. Other formats.
+    let mut direct = None;
+    for f in &formats {
+        match f {
+            DeclFormat::Raw => {}
+            DeclFormat::Kernel => {
+                direct = Some(image::write_direct(
+                    arch,
+                    out,
+                    &kernel_bytes,
+                    &initramfs,
+                    &cmdline,
+                )?);
+            }
+            other => {
+                let fmt = to_format(*other);
+                let path = out.join(formats::output_name(&d.decl.name, arch, fmt));
+                formats::write(&image_path, fmt, &path, epoch, id.as_bytes())?;
+                outputs.push(path);
+            }
+        }
+    }
+    drop(scratch);
+    eprintln!(
+        "build {} {arch}: UKI {} KiB (kernel {} KiB, initramfs {} KiB), disk {} MiB in {:.1} s -> {}",
+        d.decl.name,
+        uki_bytes.len() / 1024,
+        kernel_bytes.len() / 1024,
+        initramfs.len() / 1024,
+        layout.disk_size / MIB,
+        start.elapsed().as_secs_f64(),
+        image_path.display()
+    );
+    Ok(Built {
+        image: image_path,
+        direct,
+        outputs,
+    })
+}
+
+fn part(
+    role: Role,
+    size: u64,
+    guid: hostimg::Guid,
+    content: Content,
+    read_only: bool,
+) -> PartitionSpec {
+    PartitionSpec {
+        role,
+        size,
+        guid,
+        content,
+        read_only,
+    }
+}
+
+fn to_format(f: DeclFormat) -> Format {
+    match f {
+        DeclFormat::Raw | DeclFormat::Kernel => Format::Raw,
+        DeclFormat::Qcow2 => Format::Qcow2,
+        DeclFormat::Vhd => Format::Vhd,
+        DeclFormat::Gce => Format::Gce,
+        DeclFormat::Zst => Format::Zst,
+    }
+}
+
+fn round_up(n: u64) -> u64 {
+    n.div_ceil(ALIGN).max(1) * ALIGN
+}
+
+/// The declared size in MiB, or the minimum when it is 0; a declared size below the minimum
+/// is an error naming the field.
+fn sized(declared_mib: u32, min: u64, field: &str) -> Result<u64> {
+    let min = round_up(min);
+    if declared_mib == 0 {
+        return Ok(min);
+    }
+    let want = u64::from(declared_mib) * MIB;
+    if want < min {
+        bail!(
+            "{field} = {declared_mib} is too small: this image needs at least {} MiB there",
+            min / MIB
+        );
+    }
+    Ok(want)
+}
+
+/// The key that signs the image: `--key` or `[signing] key` (resolved when the declaration
+/// was loaded), else the development key of
+/// this user (created on first use, with a warning that names it).
+fn signing_key(d: &Declaration) -> Result<SecretKey> {
+    let Some(key) = &d.inputs.signing_key else {
+        return development_key();
+    };
+    let path = key.value.clone();
+    let text = fs::read_to_string(&path)
+        .with_context(|| format!("reading the signing key {}", path.display()))?;
+    let password = if SecretKey::is_encrypted(&text).unwrap_or(false) {
+        Some(std::env::var("HOSTOS_SIGNING_PASSWORD").with_context(|| {
+            format!(
+                "{} is password-protected: set HOSTOS_SIGNING_PASSWORD",
+                path.display()
+            )
+        })?)
+    } else {
+        None
+    };
+    SecretKey::from_minisign(&text, password.as_deref())
+        .with_context(|| format!("reading the signing key {}", path.display()))
+}
+
+/// `$HOSTOS_CACHE/signing/development.key`: lets `builder build` work out of the box; every
+/// image it signs says so in the build's output.
+fn development_key() -> Result<SecretKey> {
+    let dir = crate::paths::cache_root().join("signing");
+    let path = dir.join("development.key");
+    let public = dir.join("development.pub");
+    if let Ok(text) = fs::read_to_string(&path) {
+        log::warn!(
+            "no [signing] key in the declaration and no --key: signing with the development key {} (verify with --key {})",
+            path.display(),
+            public.display()
+        );
+        return SecretKey::from_minisign(&text, None)
+            .with_context(|| format!("reading {}", path.display()));
+    }
+    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let key = SecretKey::generate().context("generating the development key")?;
+    crate::sign_cmd::write_new_key_pair(&key, &path, &public)?;
+    log::warn!(
+        "no [signing] key in the declaration and no --key: created and used the development key {} (verify with --key {})",
+        path.display(),
+        public.display()
+    );
+    Ok(key)
+}
+
+/// The UKI's `.osrel`: who built it, for `builder inspect` and for firmware menus.
+fn os_release(d: &Declaration, arch: Arch) -> String {
+    format!(
+        "NAME=hostos\nID=hostos\nPRETTY_NAME=\"hostos {} ({arch})\"\nVERSION_ID={}\nIMAGE_ID={}\nIMAGE_VERSION={}\n",
+        d.decl.name,
+        env!("CARGO_PKG_VERSION"),
+        d.decl.name,
+        d.decl.version
+    )
+}
+
+/// The versions of the outside tools whose output is in the image: a bit-identical rebuild is
+/// promised for the same tools.
+fn tool_versions() -> Vec<manifest::ToolVersion> {
+    let first_line = |program: &str, arg: &str| {
+        std::process::Command::new(program)
+            .arg(arg)
+            .output()
+            .ok()
+            .map(|o| {
+                let text = if o.stdout.is_empty() {
+                    o.stderr
+                } else {
+                    o.stdout
+                };
+                String::from_utf8_lossy(&text)
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_string()
+            })
+            .unwrap_or_else(|| "unknown".to_string())
+    };
+    let mut tools = vec![
+        manifest::ToolVersion {
+            name: "mkfs.erofs".into(),
+            version: first_line("mkfs.erofs", "--version"),
+        },
+        manifest::ToolVersion {
+            name: "mke2fs".into(),
+            version: first_line("mke2fs", "-V"),
+        },
+    ];
+    if let Ok(v) = formats::qemu_img_version() {
+        tools.push(manifest::ToolVersion {
+            name: "qemu-img".into(),
+            version: v,
+        });
+    }
+    tools
+}
