@@ -258,10 +258,16 @@ pub fn build(d: &Declaration, arch: Arch, out: &Path, opts: &BuildOptions) -> Re
         match f {
             DeclFormat::Raw => {}
             DeclFormat::Kernel => {
+                let direct_kernel = if k.direct == k.image {
+                    kernel_bytes.clone()
+                } else {
+                    fs::read(&k.direct)
+                        .with_context(|| format!("reading kernel {}", k.direct.display()))?
+                };
                 direct = Some(image::write_direct(
                     arch,
                     out,
-                    &kernel_bytes,
+                    &direct_kernel,
                     &initramfs,
                     &cmdline,
                 )?);

@@ -23,7 +23,7 @@ pub use prebuilt::{KernelFormat, PrebuiltError, identify};
 use crate::{paths, tools};
 
 /// Bump when the way a kernel is built changes, so old cache entries are not reused.
-const RECIPE_VERSION: &str = "kernel-recipe-4";
+const RECIPE_VERSION: &str = "kernel-recipe-5";
 
 /// What to build.
 #[derive(Debug, Clone)]
@@ -59,8 +59,10 @@ impl KernelRequest {
 #[derive(Debug, Clone)]
 pub struct BuiltKernel {
     pub arch: Arch,
-    /// The bootable image: bzImage on x86_64, vmlinuz.efi (EFI zboot) on aarch64.
+    /// The image the UKI carries: bzImage on x86_64, vmlinuz.efi (EFI zboot) on aarch64.
     pub image: PathBuf,
+    /// The image QEMU's `-kernel` boots: the same bzImage on x86_64, Image.gz on aarch64.
+    pub direct: PathBuf,
     /// The final .config it was built with.
     pub config: PathBuf,
     pub cache_hit: bool,
@@ -191,19 +193,19 @@ pub fn build(req: &KernelRequest) -> Result<BuiltKernel> {
             .with_context(|| format!("writing {}", dot_config.display()))?;
         kb.run_quiet(&["olddefconfig"])?;
     }
-    let (target, image_rel) = kb.image_target();
+    let (targets, image_rel, direct_rel) = kb.image_targets();
     let tmp = cache.join(format!(".{}-{}.tmp", req.arch, std::process::id()));
     let _ = fs::remove_dir_all(&tmp);
     fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
     eprintln!(
         "kernel {}: building {} with {} jobs (log: {})",
         req.arch,
-        target,
+        targets.join(" "),
         req.jobs,
         entry.with_extension("log").display()
     );
     kb.run_with_progress(
-        &[target],
+        targets,
         &entry.with_extension("log"),
         &cache.join(format!("{}.last-build", req.arch)),
     )?;
@@ -211,6 +213,11 @@ pub fn build(req: &KernelRequest) -> Result<BuiltKernel> {
     let built = build_dir.join(image_rel);
     fs::copy(&built, tmp.join("vmlinuz"))
         .with_context(|| format!("copying {}", built.display()))?;
+    if direct_rel != image_rel {
+        let direct = build_dir.join(direct_rel);
+        fs::copy(&direct, tmp.join(DIRECT))
+            .with_context(|| format!("copying {}", direct.display()))?;
+    }
     fs::write(tmp.join("config"), &final_config)
         .with_context(|| format!("writing {}", tmp.join("config").display()))?;
     fs::rename(&tmp, &entry).with_context(|| format!("publishing {}", entry.display()))?;
@@ -219,11 +226,19 @@ pub fn build(req: &KernelRequest) -> Result<BuiltKernel> {
     Ok(k)
 }
 
+/// The cache entry's file for `-kernel` boots, where it is not `vmlinuz` itself (arm64).
+const DIRECT: &str = "vmlinuz-direct";
+
 fn cached(entry: &Path, arch: Arch) -> Option<BuiltKernel> {
     let image = entry.join("vmlinuz");
-    image.is_file().then(|| BuiltKernel {
+    let direct = match arch {
+        Arch::X86_64 => image.clone(),
+        Arch::Aarch64 => entry.join(DIRECT),
+    };
+    (image.is_file() && direct.is_file()).then(|| BuiltKernel {
         arch,
         image,
+        direct,
         config: entry.join("config"),
         cache_hit: true,
     })
@@ -272,6 +287,7 @@ pub fn resolve_for_decl(decl: &HostDecl, inputs: &Inputs, arch: Arch) -> Result<
         return Ok(BuiltKernel {
             arch,
             image: p.value.clone(),
+            direct: p.value.clone(),
             config: PathBuf::new(),
             cache_hit: true,
         });

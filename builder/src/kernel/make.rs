@@ -31,10 +31,22 @@ impl Kbuild {
 
     /// The make target and the file it produces, relative to the output directory. On aarch64
     /// the gzipped `Image` (40% of the size; QEMU's -kernel and U-Boot's booti unpack it).
-    pub fn image_target(&self) -> (&'static str, &'static str) {
+    /// The make targets, and the images they produce (relative to the build directory): the
+    /// one the UKI carries (an EFI application) and the one QEMU's `-kernel` boots. They are
+    /// the same bzImage on x86_64; on arm64 the UKI needs the EFI zboot `vmlinuz.efi`, which
+    /// QEMU's loader cannot start, so the direct tier boots `Image.gz` of the same build.
+    pub fn image_targets(&self) -> (&'static [&'static str], &'static str, &'static str) {
         match self.arch {
-            Arch::X86_64 => ("bzImage", "arch/x86/boot/bzImage"),
-            Arch::Aarch64 => ("vmlinuz.efi", "arch/arm64/boot/vmlinuz.efi"),
+            Arch::X86_64 => (
+                &["bzImage"],
+                "arch/x86/boot/bzImage",
+                "arch/x86/boot/bzImage",
+            ),
+            Arch::Aarch64 => (
+                &["vmlinuz.efi", "Image.gz"],
+                "arch/arm64/boot/vmlinuz.efi",
+                "arch/arm64/boot/Image.gz",
+            ),
         }
     }
 
