@@ -60,11 +60,11 @@ pub fn build(d: &Declaration, arch: Arch, out: &Path, opts: &BuildOptions) -> Re
         .clone()
         .unwrap_or_else(|| d.decl.formats.clone());
     let key = signing_key(d)?;
-    fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    // Scratch space outside OUT: a build refused for bad input writes nothing there.
     let scratch = tempfile::Builder::new()
-        .prefix(".build-")
-        .tempdir_in(out)
-        .with_context(|| format!("creating a scratch directory in {}", out.display()))?;
+        .prefix("hostos-build-")
+        .tempdir()
+        .context("creating a scratch directory")?;
 
     // 1. Kernel and init.
     let k = kernel::resolve_for_decl(&d.decl, &d.inputs, arch)?;
@@ -220,7 +220,21 @@ pub fn build(d: &Declaration, arch: Arch, out: &Path, opts: &BuildOptions) -> Re
             n => Some(u64::from(n) * MIB),
         },
     };
-    let layout = disk::plan(&spec)?;
+    let mut spec = spec;
+    let mut layout = disk::plan(&spec)?;
+    // Without a declared size, the disk grows to what every requested format needs (GCE: a
+    // whole GiB); the space after data is free for init to grow into on first boot.
+    let multiple = formats
+        .iter()
+        .filter(|f| !matches!(f, DeclFormat::Raw | DeclFormat::Kernel))
+        .map(|f| to_format(*f).size_multiple())
+        .max()
+        .unwrap_or(1);
+    if spec.total_size.is_none() && layout.disk_size % multiple != 0 {
+        spec.total_size = Some(layout.disk_size.div_ceil(multiple) * multiple);
+        layout = disk::plan(&spec)?;
+    }
+    fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let image_path = out.join(formats::output_name(&d.decl.name, arch, Format::Raw));
     let staged = disk::stage(&spec, &layout, &image_path)?;
     let facts = manifest::ImageFacts {
@@ -370,29 +384,50 @@ fn signing_key(d: &Declaration) -> Result<SecretKey> {
 }
 
 /// `$HOSTOS_CACHE/signing/development.key`: lets `builder build` work out of the box; every
-/// image it signs says so in the build's output.
+/// image it signs says so in the build's output. Created on first use; concurrent builds that
+/// race to create it all end up with the one that was published first.
 fn development_key() -> Result<SecretKey> {
     let dir = crate::paths::cache_root().join("signing");
     let path = dir.join("development.key");
     let public = dir.join("development.pub");
-    if let Ok(text) = fs::read_to_string(&path) {
-        log::warn!(
-            "no [signing] key in the declaration and no --key: signing with the development key {} (verify with --key {})",
-            path.display(),
-            public.display()
-        );
-        return SecretKey::from_minisign(&text, None)
-            .with_context(|| format!("reading {}", path.display()));
-    }
-    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let key = SecretKey::generate().context("generating the development key")?;
-    crate::sign_cmd::write_new_key_pair(&key, &path, &public)?;
+    let created = if path.exists() {
+        false
+    } else {
+        fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let key = SecretKey::generate().context("generating the development key")?;
+        let tmp = tempfile::Builder::new()
+            .prefix(".development.")
+            .tempdir_in(&dir)
+            .with_context(|| format!("creating a temporary directory in {}", dir.display()))?;
+        let (tmp_key, tmp_pub) = (tmp.path().join("k"), tmp.path().join("p"));
+        crate::sign_cmd::write_new_key_pair(&key, &tmp_key, &tmp_pub)?;
+        // A hard link publishes a complete file and fails if another build got there first.
+        let won = match fs::hard_link(&tmp_key, &path) {
+            Ok(()) => true,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => false,
+            Err(e) => return Err(e).with_context(|| format!("creating {}", path.display())),
+        };
+        if won {
+            match fs::hard_link(&tmp_pub, &public) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(e).with_context(|| format!("creating {}", public.display())),
+            }
+        }
+        won
+    };
     log::warn!(
-        "no [signing] key in the declaration and no --key: created and used the development key {} (verify with --key {})",
+        "no [signing] key in the declaration and no --key: {} the development key {} (verify with --key {})",
+        if created {
+            "created and signed with"
+        } else {
+            "signed with"
+        },
         path.display(),
         public.display()
     );
-    Ok(key)
+    let text = fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    SecretKey::from_minisign(&text, None).with_context(|| format!("reading {}", path.display()))
 }
 
 /// The UKI's `.osrel`: who built it, for `builder inspect` and for firmware menus.

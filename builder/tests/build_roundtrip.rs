@@ -2,6 +2,9 @@
 //! prebuilt kernel file, so no kernel build is needed), reopen the artifacts with tools nobody
 //! here wrote (zstd, GNU cpio, file) and check what is inside.
 
+mod common;
+
+use common::fake_bzimage;
 use std::path::Path;
 use std::process::Command;
 
@@ -23,11 +26,12 @@ fn tool(cmd: &str, package: &str) -> Command {
     Command::new(cmd)
 }
 
-/// Runs `builder build TOML -o OUT`; returns whether it succeeded and its stderr.
+/// Runs `builder build TOML --format raw,kernel -o OUT`; returns whether it succeeded and its stderr.
 fn build(toml: &Path, out: &Path) -> (bool, String) {
     let run = builder()
         .arg("build")
         .arg(toml)
+        .args(["--format", "raw,kernel"])
         .arg("-o")
         .arg(out)
         .output()
@@ -39,7 +43,7 @@ fn build(toml: &Path, out: &Path) -> (bool, String) {
 }
 
 fn write_decl(dir: &Path, extra: &str) -> std::path::PathBuf {
-    std::fs::write(dir.join("fake-bzImage"), b"not really a kernel").unwrap();
+    std::fs::write(dir.join("fake-bzImage"), fake_bzimage()).unwrap();
     let toml = dir.join("host.toml");
     std::fs::write(
         &toml,
@@ -61,14 +65,17 @@ fn build_writes_kernel_initramfs_and_cmdline_that_standard_tools_read() {
     let a = out.join("x86_64");
 
     // The prebuilt kernel is copied verbatim.
-    assert_eq!(
-        std::fs::read(a.join("vmlinuz")).unwrap(),
-        b"not really a kernel"
+    assert_eq!(std::fs::read(a.join("vmlinuz")).unwrap(), fake_bzimage());
+    // Our console and panic policy come first, then the declaration's additions, then the
+    // parameters that pin the disk image (the same line the UKI carries).
+    let cmdline = std::fs::read_to_string(a.join("cmdline")).unwrap();
+    assert!(
+        cmdline.starts_with("console=ttyS0 panic=-1 quiet hostos.payload="),
+        "{cmdline}"
     );
-    // Our console and panic policy come first, then the declaration's additions.
-    assert_eq!(
-        std::fs::read_to_string(a.join("cmdline")).unwrap(),
-        "console=ttyS0 panic=-1 quiet\n"
+    assert!(
+        cmdline.contains(" hostos.verity=") && cmdline.ends_with('\n'),
+        "{cmdline}"
     );
 
     let cpio = tool("zstd", "zstd")

@@ -4,6 +4,9 @@
 //! `builder verify` passes it and names the part of a tampered copy that differs; `builder
 //! inspect` shows what is inside.
 
+mod common;
+
+use common::fake_bzimage;
 use std::fs::{self, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -38,16 +41,6 @@ fn text(o: &Output) -> String {
 fn ok(o: Output, what: &str) -> String {
     assert!(o.status.success(), "{what} failed: {}", text(&o));
     text(&o)
-}
-
-/// A stand-in x86 kernel: enough of a bzImage header ("HdrS" at 0x202) for the builder's
-/// format check; the UKI carries it without looking further.
-fn fake_bzimage() -> Vec<u8> {
-    let mut k = vec![0u8; 64 * 1024];
-    k[0x1fe] = 0x55;
-    k[0x1ff] = 0xaa;
-    k[0x202..0x206].copy_from_slice(b"HdrS");
-    k
 }
 
 struct Fixture {

@@ -56,10 +56,22 @@ type Memo<K, T> = Mutex<HashMap<K, Arc<OnceLock<Result<T, String>>>>>;
 pub fn builder_bin() -> Result<PathBuf, HarnessError> {
     static BUILT: OnceLock<Memo<(), PathBuf>> = OnceLock::new();
     once(&BUILT, (), "building the builder binary", || {
+        // scripts/test.sh builds it once (as scripts/hello.sh does) and names it here, so the
+        // two never rebuild each other's.
+        if let Some(bin) = std::env::var_os("HOSTOS_BUILDER").map(PathBuf::from) {
+            return if bin.is_file() {
+                Ok(bin)
+            } else {
+                Err(HarnessError::CommandOutput {
+                    command: "HOSTOS_BUILDER".into(),
+                    problem: format!("{} does not exist", bin.display()),
+                })
+            };
+        }
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let mut command = Command::new(cargo);
         command
-            .args(["build", "-p", "builder", "--release"])
+            .args(["build", "--locked", "-p", "builder", "--release"])
             .current_dir(workspace_root())
             // Cargo reports progress on stderr; keep stdout for the test's own output.
             .stdout(Stdio::inherit())
@@ -126,15 +138,25 @@ pub fn build_image(host_toml: &Path, arch: Arch) -> Result<BuiltImage, HarnessEr
         command
             .arg("build")
             .arg(&toml)
-            .args(["--arch", arch.as_str()])
+            .args(["--arch", arch.as_str(), "--format", "raw,kernel"])
             .arg("-o")
             .arg(&dir);
         let display = format!(
-            "builder build {} --arch {arch} -o {}",
+            "builder build {} --arch {arch} --format raw,kernel -o {}",
             toml.display(),
             dir.display()
         );
-        run(command, &display)?;
+        let stdout = run(command, &display)?;
+        // The first line of stdout is the disk image (NAME-ARCH.img).
+        let disk = stdout
+            .lines()
+            .next()
+            .map(PathBuf::from)
+            .filter(|p| p.extension().is_some_and(|e| e == "img") && p.is_file())
+            .ok_or_else(|| HarnessError::CommandOutput {
+                command: display.clone(),
+                problem: format!("its first line of stdout names no disk image: {stdout:?}"),
+            })?;
         let arch_dir = dir.join(arch.as_str());
         let cmdline_path = arch_dir.join("cmdline");
         let cmdline =
@@ -147,7 +169,7 @@ pub fn build_image(host_toml: &Path, arch: Arch) -> Result<BuiltImage, HarnessEr
             kernel: arch_dir.join("vmlinuz"),
             initramfs: arch_dir.join("initramfs.cpio.zst"),
             cmdline: cmdline.trim().to_string(),
-            disk: arch_dir.join("disk.img"),
+            disk,
             dir,
         })
     })
