@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
-"""Boot benchmark: builds images/hello.toml per architecture with the builder, reports artifact
-sizes, then boots each image RUNS times under QEMU (TCG unless KVM=1) and reports the time from
-QEMU start to init's banner and the kernel-start-to-init time init itself prints.
+"""Boot benchmark: builds images/hello.toml per architecture with the builder (then rebuilds it
+with a warm cache and times that), reports the sizes of the UKI, the raw image as allocated on
+disk and the .img.zst, then boots each image RUNS times under QEMU (TCG unless KVM=1) in every
+way it boots: directly (-kernel, with the disk attached) and through each firmware with
+`builder run IMAGE --firmware F` (what users run: OVMF on x86_64, AAVMF and U-Boot on aarch64).
+It reports the time from start to init's banner and the kernel-start-to-init time init prints.
 
     benches/boot.py                 # both arches, 5 runs each
     RUNS=10 ARCHES=x86_64 benches/boot.py
@@ -20,7 +23,7 @@ OUT = os.path.join(REPO, "target", "bench-boot")
 BANNER = re.compile(rb"init: hostos-init \S+ \((\w+)\) started ([0-9.]+) s after kernel start")
 
 
-def qemu_args(arch, d, cmdline):
+def qemu_args(arch, d, cmdline, disk):
     if arch == "x86_64":
         base = ["qemu-system-x86_64", "-machine", "q35", "-cpu", "max"]
     else:
@@ -31,12 +34,13 @@ def qemu_args(arch, d, cmdline):
         "-display", "none", "-serial", "stdio", "-device", "virtio-rng-pci",
         "-kernel", os.path.join(d, "vmlinuz"), "-initrd", os.path.join(d, "initramfs.cpio.zst"),
         "-append", cmdline,
+        "-drive", f"file={disk},format=raw,if=virtio,snapshot=on",
     ]
 
 
-def boot_once(arch, d, cmdline):
+def boot_once(argv):
     start = time.monotonic()
-    p = subprocess.Popen(qemu_args(arch, d, cmdline), stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    p = subprocess.Popen(argv, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, start_new_session=True)
     buf = b""
     try:
         while True:
@@ -50,7 +54,11 @@ def boot_once(arch, d, cmdline):
             if time.monotonic() - start > 300:
                 raise RuntimeError("no banner within 300 s")
     finally:
-        p.kill()
+        # builder run's QEMU runs in the same session: end them together.
+        try:
+            os.killpg(p.pid, 9)
+        except ProcessLookupError:
+            pass
         p.wait()
 
 
@@ -59,25 +67,35 @@ def main():
     subprocess.run(["cargo", "build", "--release", "-q", "-p", "builder"], cwd=REPO, check=True)
     print(f"# {' '.join(sys.argv)} (RUNS={RUNS}, accel={'kvm' if os.environ.get('KVM') == '1' else 'tcg'})")
     for arch in ARCHES:
+        cmd = builder + ["build", "images/hello.toml", "--arch", arch, "--format", "raw,zst,kernel", "-o", OUT]
+        first = subprocess.run(cmd, cwd=REPO, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         t0 = time.monotonic()
-        subprocess.run(builder + ["build", "images/hello.toml", "--arch", arch, "-o", OUT], cwd=REPO,
-                       check=True, stdout=subprocess.DEVNULL)
+        again = subprocess.run(cmd, cwd=REPO, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         build_s = time.monotonic() - t0
+        uki = re.search(rb"UKI (\d+) KiB", again.stderr or first.stderr)
         d = os.path.join(OUT, arch)
+        img = os.path.join(OUT, f"hello-{arch}.img")
         cmdline = open(os.path.join(d, "cmdline")).read().strip()
-        size = lambda f: os.path.getsize(os.path.join(d, f)) / 1024
+        allocated = os.stat(img).st_blocks * 512 / 2**20
+        zst = os.path.getsize(img + ".zst") / 2**20
         init_bin = os.path.join(REPO, "target", "guest", "rustup" if arch == "x86_64" else "debian-rustc",
                                 f"{arch}-unknown-linux-gnu", "guest", "init")
-        print(f"{arch}: rebuild {build_s:.2f} s; kernel {size('vmlinuz'):.0f} KiB, "
-              f"initramfs {size('initramfs.cpio.zst'):.0f} KiB, init {os.path.getsize(init_bin) / 1024:.0f} KiB")
-        to_banner, kernel_to_init = [], []
-        for _ in range(RUNS):
-            a, b = boot_once(arch, d, cmdline)
-            to_banner.append(a)
-            kernel_to_init.append(b)
-        print(f"{arch}: QEMU start -> init banner: median {statistics.median(to_banner):.2f} s "
-              f"(min {min(to_banner):.2f}, max {max(to_banner):.2f}); "
-              f"kernel start -> init (init's own clock): median {statistics.median(kernel_to_init):.2f} s")
+        print(f"{arch}: rebuild (warm kernel cache) {build_s:.2f} s; UKI {int(uki.group(1)) if uki else '?'} KiB; "
+              f"raw image {os.path.getsize(img) / 2**20:.0f} MiB, {allocated:.1f} MiB allocated; "
+              f".img.zst {zst:.1f} MiB; init {os.path.getsize(init_bin) / 1024:.0f} KiB")
+        modes = [("direct -kernel", qemu_args(arch, d, cmdline, img))]
+        firmwares = ["ovmf"] if arch == "x86_64" else ["aavmf", "u-boot"]
+        for fw in firmwares:
+            modes.append((fw, builder + ["run", img, "--firmware", fw]))
+        for name, argv in modes:
+            to_banner, kernel_to_init = [], []
+            for _ in range(RUNS):
+                a, b = boot_once(argv)
+                to_banner.append(a)
+                kernel_to_init.append(b)
+            print(f"{arch} {name}: start -> init banner: median {statistics.median(to_banner):.2f} s "
+                  f"(min {min(to_banner):.2f}, max {max(to_banner):.2f}); "
+                  f"kernel start -> init (init's own clock): median {statistics.median(kernel_to_init):.2f} s")
 
 
 if __name__ == "__main__":
