@@ -331,8 +331,13 @@ impl QemuConfig {
             args.push("-device".into());
             // A boot index puts the disks first in the firmware's boot order (QEMU passes it as
             // fw_cfg `bootorder`), so OVMF/AAVMF start the disk's boot file without trying
-            // anything else first.
-            args.push(format!("virtio-blk-pci,drive=disk{i},bootindex={i}").into());
+            // anything else first. Not with `-kernel`: there QEMU's own loader ROM holds boot
+            // index 0 (x86_64 refuses a second one), and nothing boots from the disk anyway.
+            if self.kernel.is_some() {
+                args.push(format!("virtio-blk-pci,drive=disk{i}").into());
+            } else {
+                args.push(format!("virtio-blk-pci,drive=disk{i},bootindex={i}").into());
+            }
         }
 
         if self.user_network {

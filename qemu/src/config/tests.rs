@@ -223,11 +223,11 @@ fn direct_boot_passes_kernel_initrd_cmdline_and_escapes_commas_in_paths() {
             "-drive",
             "file=/d/a,,b.img,format=raw,if=none,id=disk0",
             "-device",
-            "virtio-blk-pci,drive=disk0,bootindex=0",
+            "virtio-blk-pci,drive=disk0",
             "-drive",
             "file=/d/c.qcow2,format=qcow2,if=none,id=disk1,snapshot=on",
             "-device",
-            "virtio-blk-pci,drive=disk1,bootindex=1",
+            "virtio-blk-pci,drive=disk1",
             "-S",
         ]
     );
