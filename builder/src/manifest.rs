@@ -43,8 +43,6 @@ use crate::disk::{self, DiskError, Layout, RegionKind, StagedImage};
 
 mod frame;
 
-#[cfg(test)]
-pub use frame::MAGIC;
 pub use frame::{FrameError, SignedManifest, detached_paths};
 
 /// The manifest's `format` field.
