@@ -100,10 +100,15 @@ pub fn run_direct(built: &Built, opts: &RunOptions) -> Result<()> {
             built.dir.display()
         );
     }
-    let config = base_config(built.arch, opts)
+    let mut config = base_config(built.arch, opts)
         .kernel(&built.kernel)
         .initrd(&built.initramfs)
         .append(built.cmdline.clone());
+    // The command line names the disk image built beside the direct-boot files; init needs it.
+    if hostimg::BootParams::present_in(&built.cmdline) {
+        let image = image_beside(built)?;
+        config = config.disk_snapshot(&image, DiskFormat::Raw);
+    }
     let dir = private_dir()?;
     eprintln!(
         "run: booting {} ({}, direct kernel); quit with Ctrl-A X",
@@ -111,6 +116,33 @@ pub fn run_direct(built: &Built, opts: &RunOptions) -> Result<()> {
         built.arch
     );
     boot(&config, dir.path(), opts.powerdown_after)
+}
+
+/// The `NAME-ARCH.img` in the output directory above `built.dir` (`OUT/ARCH/`).
+fn image_beside(built: &Built) -> Result<std::path::PathBuf> {
+    let out = built.dir.parent().unwrap_or(Path::new("."));
+    let suffix = format!("-{}.img", built.arch);
+    let mut found: Vec<_> = std::fs::read_dir(out)
+        .with_context(|| format!("listing {}", out.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().ends_with(&suffix))
+        })
+        .collect();
+    found.sort();
+    match found.as_slice() {
+        [one] => Ok(one.clone()),
+        [] => bail!(
+            "{}: the kernel command line names a disk image, but {} holds no *{suffix} (build with --format raw,kernel)",
+            built.dir.display(),
+            out.display()
+        ),
+        _ => bail!(
+            "{} holds more than one *{suffix}; boot one with `builder run IMAGE`",
+            out.display()
+        ),
+    }
 }
 
 /// Boots the raw disk image `image` for `arch` through its firmware. The guest gets a sparse

@@ -126,10 +126,10 @@ fn x86_64_malformed_declaration_is_fatal_and_powers_off_on_purpose() {
     let fatal = vm
         .expect("init: fatal: ", STEP)
         .unwrap_or_else(|e| panic!("{}", e.chain()));
-    // The chain names what failed, the file, and the parser's reason.
+    // The chain names what failed, the file with line and column, and the parser's reason.
     assert!(fatal.contains("host declaration"), "{fatal}");
-    assert!(fatal.contains("/etc/hostos/host.toml"), "{fatal}");
-    assert!(fatal.contains("TOML parse error"), "{fatal}");
+    assert!(fatal.contains("/etc/hostos/host.toml:1:9"), "{fatal}");
+    assert!(fatal.contains("TOML syntax"), "{fatal}");
     vm.expect("init: powering off", STEP)
         .unwrap_or_else(|e| panic!("{}", e.chain()));
     let status = vm
