@@ -87,6 +87,7 @@ def main():
         firmwares = ["ovmf"] if arch == "x86_64" else ["aavmf", "u-boot"]
         for fw in firmwares:
             modes.append((fw, builder + ["run", img, "--firmware", fw]))
+            modes.append((f"{fw} --cpus 1", builder + ["run", img, "--firmware", fw, "--cpus", "1"]))
         for name, argv in modes:
             to_banner, kernel_to_init = [], []
             for _ in range(RUNS):

@@ -107,8 +107,10 @@ fn run(cli: cli::Cli) -> anyhow::Result<()> {
             kvm,
             powerdown_after,
             memory,
+            cpus,
         } => {
             let opts = run::RunOptions {
+                cpus,
                 kvm,
                 powerdown_after: powerdown_after.map(std::time::Duration::from_secs),
                 memory_mib: memory,

@@ -11,10 +11,12 @@ use crate::config::{Firmware, option_with_path};
 use crate::error::Error;
 use crate::fdt;
 
-/// OVMF from Debian's `ovmf` package, the 4 MiB build (the 2 MiB one lacks room for variables
-/// on a disk with many boot entries).
-pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
-pub const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
+/// OVMF from Debian's `ovmf` package, the 2 MiB build without Secure Boot: under TCG it reaches
+/// the boot file about 1 s sooner than the 4 MiB build (4.8 s against 6.0 s with two vCPUs,
+/// 3.1-3.4 s against 4.2-4.4 s with one), and our disks have one boot entry, so its smaller
+/// variable store is enough.
+pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE.fd";
+pub const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS.fd";
 /// AAVMF from `qemu-efi-aarch64`.
 pub const AAVMF_CODE: &str = "/usr/share/AAVMF/AAVMF_CODE.fd";
 pub const AAVMF_VARS: &str = "/usr/share/AAVMF/AAVMF_VARS.fd";

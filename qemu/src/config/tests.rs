@@ -67,7 +67,7 @@ fn x86_64_ovmf_disk_boot_has_pflash_vars_copy_no_boot_wait_bootindex_and_no_nic_
             "-qmp",
             "unix:{dir}/qmp.sock,server=on,wait=off",
             "-drive",
-            "if=pflash,format=raw,file=/usr/share/OVMF/OVMF_CODE_4M.fd,unit=0,readonly=on",
+            "if=pflash,format=raw,file=/usr/share/OVMF/OVMF_CODE.fd,unit=0,readonly=on",
             "-drive",
             "if=pflash,format=raw,file={dir}/OVMF_VARS.fd,unit=1",
             "-boot",
