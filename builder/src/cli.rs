@@ -56,8 +56,8 @@ pub enum Command {
         #[arg(long, value_name = "SECRET_KEY")]
         key: Option<PathBuf>,
         /// Output formats, instead of the declaration's `formats` (raw is always written).
-        #[arg(long, value_delimiter = ',', value_name = "FORMAT")]
-        format: Vec<FormatArg>,
+        #[arg(long, value_delimiter = ',', value_name = "FORMAT", value_parser = str::parse::<hostdecl::Format>)]
+        format: Vec<hostdecl::Format>,
     },
     /// Build (if needed) and boot an image under QEMU with the serial console on this terminal.
     #[command(
@@ -167,29 +167,6 @@ pub enum AciCommand {
     Sign(sign_cmd::SignCommand),
     #[command(flatten)]
     Fetch(fetch_cmd::FetchCommand),
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum FormatArg {
-    Raw,
-    Qcow2,
-    Vhd,
-    Gce,
-    Zst,
-    Kernel,
-}
-
-impl From<FormatArg> for hostdecl::Format {
-    fn from(f: FormatArg) -> hostdecl::Format {
-        match f {
-            FormatArg::Raw => hostdecl::Format::Raw,
-            FormatArg::Qcow2 => hostdecl::Format::Qcow2,
-            FormatArg::Vhd => hostdecl::Format::Vhd,
-            FormatArg::Gce => hostdecl::Format::Gce,
-            FormatArg::Zst => hostdecl::Format::Zst,
-            FormatArg::Kernel => hostdecl::Format::Kernel,
-        }
-    }
 }
 
 impl From<ArchArg> for hostdecl::Arch {

@@ -83,7 +83,7 @@ fn run(cli: cli::Cli) -> anyhow::Result<()> {
             let d = image::load(&host, key.as_deref())?;
             let arches = d.decl.arches_to_build(arch.map(Into::into))?;
             let opts = assemble::BuildOptions {
-                formats: (!format.is_empty()).then(|| format.into_iter().map(Into::into).collect()),
+                formats: (!format.is_empty()).then_some(format),
             };
             for a in arches {
                 let b = assemble::build(&d, a, &out, &opts)?;

@@ -4,27 +4,8 @@
 
 mod common;
 
-use common::fake_bzimage;
+use common::{builder, fake_bzimage, tool};
 use std::path::Path;
-use std::process::Command;
-
-fn builder() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_builder"))
-}
-
-fn tool(cmd: &str, package: &str) -> Command {
-    let found = Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {cmd}"))
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    assert!(
-        found,
-        "`{cmd}` not found: install the Debian package {package}"
-    );
-    Command::new(cmd)
-}
 
 /// Runs `builder build TOML --format raw,kernel -o OUT`; returns whether it succeeded and its stderr.
 fn build(toml: &Path, out: &Path) -> (bool, String) {

@@ -6,29 +6,11 @@
 
 mod common;
 
-use common::fake_bzimage;
+use common::{builder, fake_bzimage, tool};
 use std::fs::{self, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn builder() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_builder"))
-}
-
-fn tool(cmd: &str, package: &str) -> Command {
-    let found = Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {cmd}"))
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    assert!(
-        found,
-        "`{cmd}` not found: install the Debian package {package}"
-    );
-    Command::new(cmd)
-}
+use std::process::Output;
 
 fn text(o: &Output) -> String {
     format!(

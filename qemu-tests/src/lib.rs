@@ -32,6 +32,7 @@ mod builder;
 mod config;
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 pub use builder::{BuiltImage, build_image, builder_bin, kernel};
 pub use config::QemuConfig;
@@ -66,6 +67,30 @@ pub fn target_dir() -> PathBuf {
 /// Where console logs go: `<target>/qemu-tests-logs`.
 pub fn logs_dir() -> PathBuf {
     target_dir().join("qemu-tests-logs")
+}
+
+/// For tests: presses the guest's power button and expects init's orderly power-off (the
+/// request, the unmount, the power-off, QEMU exiting 0) within `step` for each line, with no
+/// kernel panic and no `init: fatal` on the console; panics with the harness's error chain
+/// otherwise.
+pub fn power_off_in_order(vm: &mut Vm, step: Duration) {
+    let fail = |e: HarnessError| -> ! { panic!("{}", e.chain()) };
+    vm.powerdown().unwrap_or_else(|e| fail(e));
+    for marker in [
+        "init: shutdown requested by power button",
+        "init: unmounting filesystems",
+        "init: powering off",
+    ] {
+        vm.expect(marker, step).unwrap_or_else(|e| fail(e));
+    }
+    let status = vm.wait_exit(step).unwrap_or_else(|e| fail(e));
+    assert!(status.success(), "QEMU exited with {status}");
+    let console = vm.console();
+    assert!(
+        !console.contains("Kernel panic"),
+        "kernel panicked:\n{console}"
+    );
+    assert!(!console.contains("init: fatal"), "init failed:\n{console}");
 }
 
 /// Whether `name` in the environment is set to `1`.

@@ -11,7 +11,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use qemu_tests::{Arch, BuiltImage, DiskFormat, Firmware, QemuConfig, Vm, build_image};
+use qemu_tests::{
+    Arch, BuiltImage, DiskFormat, Firmware, QemuConfig, Vm, build_image, power_off_in_order,
+};
 
 /// Generous for firmware plus kernel under TCG on a loaded 2-core machine.
 const BOOT: Duration = Duration::from_secs(300);
@@ -61,23 +63,6 @@ fn mib_in(line: &str) -> u64 {
         .unwrap_or_else(|| panic!("no size in {line:?}"))
 }
 
-fn power_off_cleanly(vm: &mut Vm) {
-    vm.powerdown().unwrap_or_else(|e| panic!("{}", e.chain()));
-    expect(vm, "init: shutdown requested by power button", STEP);
-    expect(vm, "init: unmounting filesystems", STEP);
-    expect(vm, "init: powering off", STEP);
-    let status = vm
-        .wait_exit(STEP)
-        .unwrap_or_else(|e| panic!("{}", e.chain()));
-    assert!(status.success(), "QEMU exited with {status}");
-    let console = vm.console();
-    assert!(
-        !console.contains("Kernel panic"),
-        "kernel panicked:\n{console}"
-    );
-    assert!(!console.contains("init: fatal"), "init failed:\n{console}");
-}
-
 fn boots_through(arch: Arch, firmware: Firmware, name: &str) {
     let image = hello(arch);
     let mut vm = image
@@ -88,7 +73,7 @@ fn boots_through(arch: Arch, firmware: Firmware, name: &str) {
         .unwrap_or_else(|e| panic!("{}", e.chain()));
     let mib = expect_disk_up(&mut vm, arch);
     assert!(mib > 0, "data partition reported as {mib} MiB");
-    power_off_cleanly(&mut vm);
+    power_off_in_order(&mut vm, STEP);
 }
 
 #[test]
@@ -165,7 +150,7 @@ fn first_boot_grows_data_to_an_enlarged_disk_and_a_second_boot_keeps_its_files()
         mib * (1 << 20) > 256 << 20,
         "data is {mib} MiB after growing a {before}-byte image by 256 MiB: {grown}"
     );
-    power_off_cleanly(&mut vm);
+    power_off_in_order(&mut vm, STEP);
     drop(vm);
 
     let status = Command::new("sgdisk").arg("-v").arg(&disk).output();
@@ -197,7 +182,7 @@ fn first_boot_grows_data_to_an_enlarged_disk_and_a_second_boot_keeps_its_files()
         "grew again on the second boot:\n{}",
         vm.console()
     );
-    power_off_cleanly(&mut vm);
+    power_off_in_order(&mut vm, STEP);
 }
 
 /// Offset and size of payload slot A, from the manifest the builder wrote beside the image.

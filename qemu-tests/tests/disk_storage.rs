@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use qemu_tests::{Arch, BuiltImage, DiskFormat, QemuConfig, Vm, build_image};
+use qemu_tests::{Arch, BuiltImage, DiskFormat, QemuConfig, Vm, build_image, power_off_in_order};
 
 const BOOT: Duration = Duration::from_secs(180);
 const STEP: Duration = Duration::from_secs(60);
@@ -259,21 +259,6 @@ fn expect(vm: &mut Vm, marker: &str, timeout: Duration) -> String {
         .unwrap_or_else(|e| panic!("{}", e.chain()))
 }
 
-fn power_off(vm: &mut Vm) {
-    vm.powerdown().unwrap_or_else(|e| panic!("{}", e.chain()));
-    expect(vm, "init: unmounting filesystems", STEP);
-    expect(vm, "init: powering off", STEP);
-    let status = vm
-        .wait_exit(STEP)
-        .unwrap_or_else(|e| panic!("{}", e.chain()));
-    assert!(status.success(), "QEMU exited with {status}");
-    let console = vm.console();
-    assert!(
-        !console.contains("init: fatal") && !console.contains("init: warning"),
-        "{console}"
-    );
-}
-
 fn mounts_grows_and_keeps_data(arch: Arch) {
     let image = built(arch);
     let dir = tempfile::tempdir().unwrap();
@@ -304,7 +289,7 @@ fn mounts_grows_and_keeps_data(arch: Arch) {
         STEP,
     );
     expect(&mut vm, "init: ready", STEP);
-    power_off(&mut vm);
+    power_off_in_order(&mut vm, STEP);
     assert!(!vm.console().contains("grown"), "{}", vm.console());
 
     // As a cloud disk larger than the image.
@@ -343,7 +328,7 @@ fn mounts_grows_and_keeps_data(arch: Arch) {
         STEP,
     );
     expect(&mut vm, "init: ready", STEP);
-    power_off(&mut vm);
+    power_off_in_order(&mut vm, STEP);
     let verdict = tool("sgdisk", "gdisk", &["-v", &disk.path.display().to_string()]);
     assert!(verdict.contains("No problems found"), "{verdict}");
     // The online-grown filesystem is clean and fills its partition.
@@ -363,7 +348,7 @@ fn mounts_grows_and_keeps_data(arch: Arch) {
     );
     expect(&mut vm, "init: not the first boot", STEP);
     expect(&mut vm, "init: ready", STEP);
-    power_off(&mut vm);
+    power_off_in_order(&mut vm, STEP);
     assert!(!vm.console().contains("grown"), "{}", vm.console());
 }
 

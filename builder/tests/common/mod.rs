@@ -1,5 +1,27 @@
 //! What several of the builder's integration tests share.
 
+use std::process::Command;
+
+/// The builder binary under test.
+pub fn builder() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_builder"))
+}
+
+/// An outside tool; a missing one fails the test naming the Debian package to install.
+pub fn tool(cmd: &str, package: &str) -> Command {
+    let found = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {cmd}"))
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    assert!(
+        found,
+        "`{cmd}` not found: install the Debian package {package}"
+    );
+    Command::new(cmd)
+}
+
 /// A stand-in x86_64 kernel, shaped like a real bzImage with the EFI stub: a PE32+ image for
 /// x86-64 (what the UKI's systemd-stub starts) that also carries the boot-protocol header
 /// ("HdrS" at 0x202, 0x55AA at 0x1FE) the builder's kernel check looks for. No code in it.
