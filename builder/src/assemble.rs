@@ -142,7 +142,15 @@ pub fn build(d: &Declaration, arch: Arch, out: &Path, opts: &BuildOptions) -> Re
         },
         u32::try_from(epoch).unwrap_or(u32::MAX),
     )
-    .context("assembling the UKI")?;
+    .with_context(|| match d.inputs.prebuilt(arch) {
+        // The usual cause is the declaration's own kernel: say where it was named.
+        Some(p) => format!(
+            "{}: assembling the UKI with the prebuilt kernel {}",
+            p.site,
+            p.value.display()
+        ),
+        None => "assembling the UKI".to_string(),
+    })?;
 
     // 6. ESP and data.
     let boot_file = match arch {

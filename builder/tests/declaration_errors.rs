@@ -212,3 +212,27 @@ fn arch_the_declaration_does_not_list_is_refused_before_any_build() {
     c.assert_at(&err, 3, 8, "arch");
     assert!(err.contains("does not build aarch64"), "{err}");
 }
+
+#[test]
+fn prebuilt_arm64_image_gz_is_refused_for_the_uki_naming_the_field() {
+    // A gzipped arm64 Image is a kernel, but no EFI application: systemd-stub cannot start it
+    // from a UKI, so the build stops at the UKI and names the declaration's field.
+    let c = Case::new(
+        "name = \"bad\"\narch = [\"aarch64\"]\n[kernel]\nprebuilt = { aarch64 = \"Image.gz\" }\n",
+    );
+    let mut image = vec![0u8; 4096];
+    image[0x38..0x3c].copy_from_slice(b"ARM\x64");
+    std::fs::write(c.path("Image"), image).unwrap();
+    let gz = Command::new("gzip")
+        .args(["-n", "-k"])
+        .arg(c.path("Image"))
+        .status()
+        .expect("gzip (package gzip)");
+    assert!(gz.success());
+    let err = c.refused(&[]);
+    c.assert_at(&err, 4, 24, "kernel.prebuilt.aarch64");
+    assert!(
+        err.contains("not an EFI PE image") && err.contains("not Image.gz"),
+        "{err}"
+    );
+}
