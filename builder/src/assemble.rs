@@ -29,7 +29,7 @@ use crate::disk::{self, Content, DiskSpec, PartitionSpec};
 use crate::formats::{self, Format};
 use crate::image::{self, Declaration};
 use crate::initramfs::{Initramfs, Kind};
-use crate::{datafs, esp, init_bin, kernel, manifest, payload, uki};
+use crate::{datafs, esp, init_bin, kernel, manifest, payload, tools, uki};
 
 /// What the command line adds to the declaration.
 #[derive(Debug, Clone, Default)]
@@ -452,34 +452,14 @@ fn os_release(d: &Declaration, arch: Arch) -> String {
 /// The versions of the outside tools whose output is in the image: a bit-identical rebuild is
 /// promised for the same tools.
 fn tool_versions() -> Vec<manifest::ToolVersion> {
-    let first_line = |program: &str, arg: &str| {
-        std::process::Command::new(program)
-            .arg(arg)
-            .output()
-            .ok()
-            .map(|o| {
-                let text = if o.stdout.is_empty() {
-                    o.stderr
-                } else {
-                    o.stdout
-                };
-                String::from_utf8_lossy(&text)
-                    .lines()
-                    .next()
-                    .unwrap_or("")
-                    .trim()
-                    .to_string()
-            })
-            .unwrap_or_else(|| "unknown".to_string())
-    };
     let mut tools = vec![
         manifest::ToolVersion {
             name: "mkfs.erofs".into(),
-            version: first_line("mkfs.erofs", "--version"),
+            version: tools::version_line("mkfs.erofs", "--version"),
         },
         manifest::ToolVersion {
             name: "mke2fs".into(),
-            version: first_line("mke2fs", "-V"),
+            version: tools::version_line("mke2fs", "-V"),
         },
     ];
     if let Ok(v) = formats::qemu_img_version() {

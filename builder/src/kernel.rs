@@ -10,7 +10,6 @@ mod source;
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
@@ -94,16 +93,6 @@ fn compiler(arch: Arch) -> &'static str {
     }
 }
 
-fn first_line_of(program: &str, arg: &str) -> String {
-    Command::new(program)
-        .arg(arg)
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.lines().next().map(str::to_string))
-        .unwrap_or_else(|| format!("{program}: unknown"))
-}
-
 /// The requests of every fragment, and each fragment's text (for the cache key).
 type Fragments = (Vec<config::Request>, Vec<String>);
 
@@ -151,8 +140,8 @@ pub fn build(req: &KernelRequest) -> Result<BuiltKernel> {
         h.update((text.len() as u64).to_le_bytes());
         h.update(text);
     }
-    h.update(first_line_of(compiler(req.arch), "--version"));
-    h.update(first_line_of("make", "--version"));
+    h.update(tools::version_line(compiler(req.arch), "--version"));
+    h.update(tools::version_line("make", "--version"));
     let key = hex::encode(h.finalize());
     let entry = cache.join(format!("{}-{}", req.arch, &key[..16]));
 

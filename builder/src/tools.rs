@@ -99,6 +99,26 @@ pub const VERITYSETUP: Tool = Tool {
     package: "cryptsetup-bin",
 };
 
+/// The first line `program arg` prints (on stdout, or on stderr for tools like `mke2fs -V`),
+/// e.g. its version; `"<program>: unknown"` when it cannot be run. Recorded where bit-identical
+/// output is promised only for the same tools (the kernel cache key, the image manifest).
+pub fn version_line(program: &str, arg: &str) -> String {
+    std::process::Command::new(program)
+        .arg(arg)
+        .output()
+        .ok()
+        .and_then(|o| {
+            let text = if o.stdout.is_empty() {
+                o.stderr
+            } else {
+                o.stdout
+            };
+            String::from_utf8(text).ok()
+        })
+        .and_then(|s| s.lines().next().map(|l| l.trim().to_string()))
+        .unwrap_or_else(|| format!("{program}: unknown"))
+}
+
 /// Files (not programs) that must exist, with their package.
 #[derive(Debug, Clone, Copy)]
 pub struct DataFile {

@@ -95,13 +95,8 @@ fn aarch64_disk_image_boots_through_u_boot_mounts_payload_and_data_and_powers_of
 fn private_copy(image: &BuiltImage, name: &str) -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let copy = dir.path().join(format!("{name}.img"));
-    let status = Command::new("cp")
-        .arg("--sparse=always")
-        .arg(&image.disk)
-        .arg(&copy)
-        .status()
-        .unwrap();
-    assert!(status.success(), "cp failed");
+    qemu_tests::disk::sparse_copy(&image.disk, &copy, None)
+        .unwrap_or_else(|e| panic!("{}", e.chain()));
     (dir, copy)
 }
 
