@@ -15,6 +15,22 @@ echo "test: building the builder" >&2
 cargo build --release --locked -p builder
 export HOSTOS_BUILDER="$repo/target/release/builder"
 
+# The builder as an installed tool: `cargo install`, then build and verify an image from a
+# directory outside this checkout (the install reuses the build above).
+echo "test: cargo install --path builder, then build and verify from another directory" >&2
+elsewhere="$(mktemp -d)"
+trap 'rm -rf "$elsewhere"' EXIT
+cargo install --quiet --locked --path builder --root "$elsewhere/root" --target-dir "$repo/target"
+cp images/hello.toml "$elsewhere/"
+(
+  cd "$elsewhere"
+  "$elsewhere/root/bin/builder" key generate -o release >/dev/null
+  "$elsewhere/root/bin/builder" build hello.toml --arch x86_64 --key release.key -o out >/dev/null
+  "$elsewhere/root/bin/builder" verify out/hello-x86_64.img --key release.pub
+)
+rm -rf "$elsewhere"
+trap - EXIT
+
 echo "test: cargo test --workspace (unit, round trips, interop, QEMU boot tests)" >&2
 cargo test --workspace --locked
 

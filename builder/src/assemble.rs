@@ -103,7 +103,22 @@ pub fn build(d: &Declaration, arch: Arch, out: &Path, opts: &BuildOptions) -> Re
     let id = seed.finish();
     let guid = |role: Role| id.guid(role.label());
 
-    // 4. Payload.
+    // 4. Payload. With large embedded images this and the formats below are the long steps
+    // after the kernel: each says what it starts, so a long build is visibly alive.
+    let step = |what: &str| eprintln!("build {} {arch}: {what}", d.decl.name);
+    let payload_bytes: u64 = embedded
+        .files
+        .iter()
+        .map(|f| match &f.source {
+            payload::Source::Bytes(b) => b.len() as u64,
+            payload::Source::File(p) => fs::metadata(p).map(|m| m.len()).unwrap_or(0),
+        })
+        .sum();
+    step(&format!(
+        "payload: {} file(s), {} KiB, erofs and dm-verity",
+        embedded.files.len(),
+        payload_bytes / 1024
+    ));
     let payload = payload::build(
         &embedded.files,
         id.guid("payload-fs"),
@@ -297,6 +312,7 @@ pub fn build(d: &Declaration, arch: Arch, out: &Path, opts: &BuildOptions) -> Re
             other => {
                 let fmt = to_format(*other);
                 let path = out.join(formats::output_name(&d.decl.name, arch, fmt));
+                step(&format!("writing {}", path.display()));
                 formats::write(&image_path, fmt, &path, epoch, id.as_bytes())?;
                 outputs.push(path);
             }

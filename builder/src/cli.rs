@@ -94,7 +94,7 @@ pub enum Command {
         /// Guest memory in MiB.
         #[arg(long, default_value_t = 512)]
         memory: u32,
-        /// Guest vCPUs (under TCG, 1 boots about 2 s faster).
+        /// Guest vCPUs (under TCG, 1 skips starting a second CPU in emulation).
         #[arg(long, default_value_t = crate::run::DEFAULT_CPUS)]
         cpus: u32,
     },

@@ -87,9 +87,8 @@ pub struct RunOptions {
 }
 
 /// Two vCPUs by default: init and the pods it starts get a second core, and multi-threaded
-/// TCG uses it. Under TCG the firmware and the kernel start faster with one (`--cpus 1`:
-/// OVMF reaches its boot file in about 3.2 s instead of 4.8 s), the cost of starting the
-/// second CPU in emulation.
+/// TCG uses it. `--cpus 1` saves starting the second CPU in emulation (`benches/boot.py`
+/// times both).
 pub const DEFAULT_CPUS: u32 = 2;
 /// The console line after which the power button may be pressed: init watches for it from
 /// then on (a press before init opened the input device would be lost).

@@ -11,10 +11,9 @@ use crate::config::{Firmware, option_with_path};
 use crate::error::Error;
 use crate::fdt;
 
-/// OVMF from Debian's `ovmf` package, the 2 MiB build without Secure Boot: under TCG it reaches
-/// the boot file about 1 s sooner than the 4 MiB build (4.8 s against 6.0 s with two vCPUs,
-/// 3.1-3.4 s against 4.2-4.4 s with one), and our disks have one boot entry, so its smaller
-/// variable store is enough.
+/// OVMF from Debian's `ovmf` package, the 2 MiB build without Secure Boot: under TCG it reached
+/// the boot file sooner than the 4 MiB build in trials by hand (`benches/boot.py` times the
+/// result), and our disks have one boot entry, so its smaller variable store is enough.
 pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE.fd";
 pub const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS.fd";
 /// AAVMF from `qemu-efi-aarch64`.
@@ -69,8 +68,8 @@ pub(crate) fn args(firmware: Firmware, arch: Arch, run_dir: &Path) -> Result<Vec
     if firmware == Firmware::Uefi {
         // EDK II waits PcdPlatformBootTimeOut seconds before the first boot option unless
         // QEMU's fw_cfg `etc/boot-menu-wait` says otherwise, and QEMU only writes that file for
-        // a boot menu: this one has a zero wait. AAVMF's wait is several seconds (measured:
-        // 7.2 s to its boot file under TCG without this, 2.9 s with it); OVMF's is 0 already.
+        // a boot menu: this one has a zero wait. AAVMF's wait is several seconds (seen in trials
+        // by hand; `benches/boot.py` times the result); OVMF's is 0 already.
         args.extend(["-boot".into(), "menu=on,splash-time=0".into()]);
     }
     Ok(args)
