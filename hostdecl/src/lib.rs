@@ -4,6 +4,7 @@
 
 mod errors;
 mod inputs;
+pub mod plan;
 mod sections;
 mod source;
 mod validate;
@@ -15,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 pub use errors::{DeclError, FileProblem, KeyHint, Located, Site};
 pub use inputs::{FileInput, FileRef, ImageInput, Inputs, TrustInput, check_file};
+pub use plan::{AppOverrides, AppPlan, EmbeddedImage, PodPlan, PodsPlan, RestartPolicy};
 pub use sections::{DiskDecl, FileDecl, Format, ImageDecl, SigningDecl, TrustDecl};
 use source::Origin;
 

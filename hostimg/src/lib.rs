@@ -38,6 +38,21 @@ pub const PAYLOAD_IMAGES_DIR: &str = "images";
 /// Directory in the initramfs holding the trust store init uses (`root.d/`, `prefix.d/`).
 pub const TRUST_PATH: &str = "/etc/hostos/trust";
 
+/// In the initramfs: the pods the builder planned for init (`hostdecl::PodsPlan`, JSON).
+pub const PODS_PLAN_PATH: &str = "/etc/hostos/pods.json";
+/// On the data partition: the appc image store (blobs, rendered trees).
+pub const STORE_DIR: &str = "/var/lib/hostos/store";
+/// On the data partition: per pod, `empty` volumes (`<pod>/volumes/<name>`, made afresh at
+/// each pod start) and per app the overlay upper and work directories (`<pod>/<app>/`).
+pub const POD_STATE_DIR: &str = "/var/lib/hostos/pods";
+/// On the data partition: `host` volumes, one directory per declared source name.
+pub const VOLUMES_DIR: &str = "/var/lib/hostos/volumes";
+/// On the data partition: each app's captured output, `<pod>/<app>.log` and `.log.1`.
+pub const POD_LOG_DIR: &str = "/var/log/pods";
+/// On /run (tmpfs): per pod, the files init writes for it (`etc/hosts`, `etc/hostname`,
+/// `etc/resolv.conf`) and each app's root mount point (`<pod>/<app>/root`).
+pub const POD_RUN_DIR: &str = "/run/hostos/pods";
+
 /// File names inside the manifest partition: a small tar-free format, see `builder`'s
 /// manifest module: the partition holds `MANIFEST_MAGIC`, then lengths and the two files.
 pub const MANIFEST_FILE: &str = "manifest.json";

@@ -13,6 +13,7 @@ pub mod fatal;
 pub mod hostname;
 pub mod mount;
 pub mod pid1;
+pub mod pod;
 pub mod power_button;
 pub mod reap;
 pub mod shutdown;

@@ -140,6 +140,7 @@ impl<W: Write> FinishWrite for zstd::stream::write::Encoder<'static, W> {
 
 /// zstd level 19 would halve throughput for a few percent; 10 is a good trade for images that
 /// are built once and fetched many times.
+#[cfg(feature = "zstd")]
 const ZSTD_LEVEL: i32 = 10;
 
 /// zlib's default level, named so that a change of flate2's default cannot change our bytes
