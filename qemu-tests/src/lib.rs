@@ -30,6 +30,7 @@
 
 mod builder;
 mod config;
+pub mod pods;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
