@@ -59,8 +59,10 @@ pub enum ImageError {
     BadSignature {
         file: PathBuf,
         key: KeyId,
+        /// What else failed (an altered trusted comment); `None` when the data did not match,
+        /// which the message already says.
         #[source]
-        source: SignError,
+        detail: Option<SignError>,
     },
     #[error("image {file}: signed by key {key}, but its manifest names it {found}, not {expected}")]
     NameMismatch {
@@ -154,9 +156,11 @@ impl ImageError {
                 name: image,
                 prefixes,
             },
-            TrustError::BadSignature { key, source, .. } => {
-                ImageError::BadSignature { file, key, source }
-            }
+            TrustError::BadSignature { key, source, .. } => ImageError::BadSignature {
+                file,
+                key,
+                detail: (!matches!(source, SignError::BadSignature(_))).then_some(source),
+            },
             other => ImageError::TrustStore {
                 what: file.display().to_string(),
                 source: Box::new(other),
