@@ -158,10 +158,7 @@ impl Images {
                 (imported.record, imported.tree, imported.report)
             }
         };
-        let tree = match tree {
-            Some(tree) => tree,
-            None => self.render(&record, &mut resolver)?,
-        };
+        // Before rendering: an image init cannot read the manifest of is not worth a tree.
         let manifest = ImageManifest::from_json(record.manifest.as_bytes()).map_err(|source| {
             ImageError::Manifest {
                 id: record.id.to_string(),
@@ -169,6 +166,10 @@ impl Images {
                 source: Box::new(source),
             }
         })?;
+        let tree = match tree {
+            Some(tree) => tree,
+            None => self.render(&record, &mut resolver)?,
+        };
         let mut reports = vec![report];
         reports.extend(resolver.into_reports());
         Ok(PreparedImage {
