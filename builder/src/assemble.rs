@@ -36,6 +36,8 @@ use crate::{datafs, esp, init_bin, kernel, manifest, payload, tools, uki};
 pub struct BuildOptions {
     /// `--format`: overriding the declaration's `formats`.
     pub formats: Option<Vec<DeclFormat>>,
+    /// `--skip-image-checks`: embed `[[image]]`s without checking their signatures.
+    pub skip_image_checks: bool,
 }
 
 /// What one architecture's build wrote.
@@ -66,7 +68,17 @@ pub fn build(d: &Declaration, arch: Arch, out: &Path, opts: &BuildOptions) -> Re
         .tempdir()
         .context("creating a scratch directory")?;
 
-    // 1. Kernel and init.
+    // 1. Trust keys, embedded images and the pods plan: before the kernel, so a declaration
+    // whose pods cannot be resolved fails in a second, not after a kernel build.
+    let trust = embed::trust_keys(d, scratch.path())?;
+    let embedded = embed::payload(d, &trust, arch, opts.skip_image_checks)?;
+    let rendered = d.decl.to_toml_string()?;
+    let pods = d.decl.pods_plan(arch, &embedded.available)?;
+    let pods_json = pods
+        .to_json_pretty()
+        .context("rendering the pods plan as JSON")?;
+
+    // 2. Kernel and init.
     let k = kernel::resolve_for_decl(&d.decl, &d.inputs, arch)?;
     let kernel_bytes =
         fs::read(&k.image).with_context(|| format!("reading kernel {}", k.image.display()))?;
@@ -80,16 +92,12 @@ pub fn build(d: &Declaration, arch: Arch, out: &Path, opts: &BuildOptions) -> Re
         )
     })?;
 
-    // 2. Trust keys and embedded images.
-    let trust = embed::trust_keys(d, scratch.path())?;
-    let embedded = embed::payload(d, &trust)?;
-    let rendered = d.decl.to_toml_string()?;
-
     // 3. Identities.
     let mut seed = identity::Seed::new();
     seed.input("builder", env!("CARGO_PKG_VERSION").as_bytes());
     seed.input("arch", arch.as_str().as_bytes());
     seed.input("declaration", rendered.as_bytes());
+    seed.input("pods", &pods_json);
     seed.input("epoch", &epoch.to_le_bytes());
     seed.input("kernel", &embed::sha256(&kernel_bytes));
     seed.input("init", &embed::sha256(init));
@@ -138,6 +146,11 @@ pub fn build(d: &Declaration, arch: Arch, out: &Path, opts: &BuildOptions) -> Re
     initramfs.add(
         hostdecl::RENDERED_PATH,
         Kind::File(rendered.clone().into_bytes()),
+        0o644,
+    )?;
+    initramfs.add(
+        hostimg::PODS_PLAN_PATH,
+        Kind::File(pods_json.clone()),
         0o644,
     )?;
     for (path, bytes) in &trust.files {

@@ -58,6 +58,11 @@ pub enum Command {
         /// Output formats, instead of the declaration's `formats` (raw is always written).
         #[arg(long, value_delimiter = ',', value_name = "FORMAT", value_parser = str::parse::<hostdecl::Format>)]
         format: Vec<hostdecl::Format>,
+        /// Embed the [[image]]s without checking their signatures against the [[trust]] keys
+        /// (a warning per image). For testing init's own refusals: an untrusted or tampered
+        /// image then reaches init, which refuses it at boot. Never for images you ship.
+        #[arg(long)]
+        skip_image_checks: bool,
     },
     /// Build (if needed) and boot an image under QEMU with the serial console on this terminal.
     #[command(

@@ -79,11 +79,13 @@ fn run(cli: cli::Cli) -> anyhow::Result<()> {
             out,
             key,
             format,
+            skip_image_checks,
         } => {
             let d = image::load(&host, key.as_deref())?;
             let arches = d.decl.arches_to_build(arch.map(Into::into))?;
             let opts = assemble::BuildOptions {
                 formats: (!format.is_empty()).then_some(format),
+                skip_image_checks,
             };
             for a in arches {
                 let b = assemble::build(&d, a, &out, &opts)?;

@@ -124,14 +124,30 @@ fn bad_value_says_the_limit() {
 }
 
 #[test]
-fn pods_are_a_later_version_not_an_unknown_key() {
+fn pod_without_apps_names_the_pod() {
     let c = Case::new(&format!("{HEAD}\n[[pod]]\nname = \"web\"\n"));
     let err = c.refused(&[]);
-    c.assert_at(&err, 4, 3, "pod");
-    assert!(
-        err.contains("later version") && !err.contains("unknown key"),
-        "{err}"
-    );
+    c.assert_at(&err, 4, 1, "pod[0]");
+    assert!(err.contains("has no apps"), "{err}");
+}
+
+#[test]
+fn pod_app_with_an_image_neither_embedded_nor_pinned_names_the_field() {
+    let c = Case::new(&format!(
+        "{HEAD}\n[[pod]]\nname = \"web\"\n[[pod.app]]\nname = \"main\"\nimage = \"example.com/web:1.0\"\n"
+    ));
+    let err = c.refused(&[]);
+    assert!(err.contains("pod[0].app[0].image"), "{err}");
+    assert!(err.contains("example.com/web"), "{err}");
+}
+
+#[test]
+fn pod_app_with_a_bad_isolator_value_names_the_field() {
+    let c = Case::new(&format!(
+        "{HEAD}\n[[pod]]\nname = \"web\"\n[[pod.app]]\nname = \"main\"\nimage = \"example.com/web\"\nmemory = \"lots\"\n"
+    ));
+    let err = c.refused(&[]);
+    c.assert_at(&err, 9, 10, "pod[0].app[0].memory");
 }
 
 #[test]

@@ -5,6 +5,9 @@
 mod errors;
 mod inputs;
 pub mod plan;
+mod pods;
+mod pods_check;
+mod pods_render;
 mod sections;
 mod source;
 mod validate;
@@ -17,6 +20,8 @@ use serde::{Deserialize, Serialize};
 pub use errors::{DeclError, FileProblem, KeyHint, Located, Site};
 pub use inputs::{FileInput, FileRef, ImageInput, Inputs, TrustInput, check_file};
 pub use plan::{AppOverrides, AppPlan, EmbeddedImage, PodPlan, PodsPlan, RestartPolicy};
+pub use pods::{AppDecl, MountDecl, PodDecl, VolumeDecl, VolumeKindDecl};
+pub use pods_render::AvailableImage;
 pub use sections::{DiskDecl, FileDecl, Format, ImageDecl, SigningDecl, TrustDecl};
 use source::Origin;
 
@@ -129,6 +134,9 @@ pub struct HostDecl {
     /// `[[file]]`: extra files for the payload.
     #[serde(default, rename = "file", skip_serializing)]
     pub files: Vec<FileDecl>,
+    /// `[[pod]]`: the pods init runs. Rendered for init separately, as [`PodsPlan`].
+    #[serde(default, rename = "pod", skip_serializing)]
+    pub pods: Vec<PodDecl>,
     /// Where each field was written, for errors found after parsing.
     #[serde(skip)]
     origin: Origin,
@@ -153,6 +161,10 @@ const PLACES: &[&str] = &[
     "image",
     "trust",
     "file",
+    "pod",
+    "pod.app",
+    "pod.app.mounts",
+    "pod.volume",
 ];
 
 /// The keys valid in each table, taken from the structs' `Deserialize`.
@@ -168,6 +180,10 @@ fn keys_at(place: &str) -> Option<&'static [&'static str]> {
         "image" => fields_of::<ImageDecl>(),
         "trust" => fields_of::<TrustDecl>(),
         "file" => fields_of::<FileDecl>(),
+        "pod" => fields_of::<PodDecl>(),
+        "pod.app" => fields_of::<AppDecl>(),
+        "pod.app.mounts" => fields_of::<MountDecl>(),
+        "pod.volume" => fields_of::<VolumeDecl>(),
         _ => return None,
     })
 }

@@ -111,11 +111,11 @@ fn unrelated_key_lists_the_valid_keys() {
 }
 
 #[test]
-fn pods_are_refused_as_a_later_version_not_a_typo() {
-    let e = err("name = \"a\"\n[[pod]]\nname = \"web\"\n");
-    assert!(matches!(e, DeclError::NotYet { .. }), "{e:?}");
-    assert_eq!(site(&e), (2, 3, "pod".into()));
-    assert!(e.to_string().contains("later version"), "{e}");
+fn pods_written_as_plural_tables_point_at_pod() {
+    let e = err("name = \"a\"\n[[pods]]\nname = \"web\"\n");
+    assert!(matches!(e, DeclError::UnknownKey { .. }), "{e:?}");
+    assert_eq!(site(&e), (2, 3, "pods".into()));
+    assert!(e.to_string().contains("did you mean `pod`"), "{e}");
 }
 
 #[test]

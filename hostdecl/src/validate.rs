@@ -36,7 +36,8 @@ impl HostDecl {
         }
         self.validate_images()?;
         self.validate_trust()?;
-        self.validate_files()
+        self.validate_files()?;
+        self.validate_pods()
     }
 
     fn validate_names(&self) -> Result<(), DeclError> {

@@ -118,7 +118,17 @@ pub fn kernel(arch: Arch) -> Result<PathBuf, HarnessError> {
 /// `builder build <host_toml> --arch <arch> -o target/qemu-tests-out/<toml stem>` (once per
 /// process per toml and arch).
 pub fn build_image(host_toml: &Path, arch: Arch) -> Result<BuiltImage, HarnessError> {
-    static BUILT: OnceLock<Memo<(PathBuf, Arch), BuiltImage>> = OnceLock::new();
+    build_image_with(host_toml, arch, &[])
+}
+
+/// [`build_image`] with more `builder build` arguments (e.g. `--skip-image-checks`); memoised
+/// per toml, arch and arguments.
+pub fn build_image_with(
+    host_toml: &Path,
+    arch: Arch,
+    extra: &[&str],
+) -> Result<BuiltImage, HarnessError> {
+    static BUILT: OnceLock<Memo<(PathBuf, Arch, Vec<String>), BuiltImage>> = OnceLock::new();
     let toml = if host_toml.is_absolute() {
         host_toml.to_path_buf()
     } else {
@@ -129,7 +139,8 @@ pub fn build_image(host_toml: &Path, arch: Arch) -> Result<BuiltImage, HarnessEr
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| "image".into());
     let what = format!("building {} for {arch}", toml.display());
-    once(&BUILT, (toml.clone(), arch), &what, || {
+    let extra: Vec<String> = extra.iter().map(|a| (*a).to_owned()).collect();
+    once(&BUILT, (toml.clone(), arch, extra.clone()), &what, || {
         let bin = builder_bin()?;
         let dir = target_dir().join("qemu-tests-out").join(&stem);
         // Per output directory, not per arch: both arches write into the same -o directory.
@@ -139,11 +150,13 @@ pub fn build_image(host_toml: &Path, arch: Arch) -> Result<BuiltImage, HarnessEr
             .arg("build")
             .arg(&toml)
             .args(["--arch", arch.as_str(), "--format", "raw,kernel"])
+            .args(&extra)
             .arg("-o")
             .arg(&dir);
         let display = format!(
-            "builder build {} --arch {arch} --format raw,kernel -o {}",
+            "builder build {} --arch {arch} --format raw,kernel {} -o {}",
             toml.display(),
+            extra.join(" "),
             dir.display()
         );
         let stdout = run(command, &display)?;

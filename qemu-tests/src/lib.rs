@@ -35,7 +35,7 @@ pub mod pods;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use builder::{BuiltImage, build_image, builder_bin, kernel};
+pub use builder::{BuiltImage, build_image, build_image_with, builder_bin, kernel};
 pub use config::QemuConfig;
 pub use hostos_qemu::{
     Arch, DiskFormat, Firmware, Qmp, QmpError, Serial, Shutdown, Vm, disk, qmp, wait_until,

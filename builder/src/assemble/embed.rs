@@ -13,6 +13,8 @@ use anyhow::{Context, Result, bail};
 use aci::sign::PublicKey;
 use aci::trust::{InsecureOptions, TrustScope, TrustStore};
 
+use hostdecl::Arch;
+
 use crate::image::Declaration;
 use crate::manifest;
 use crate::payload::{PayloadFile, Source};
@@ -94,45 +96,83 @@ fn collect(root: &Path, dir: &Path, out: &mut Vec<(String, Vec<u8>)>) -> Result<
 pub struct Embedded {
     pub files: Vec<PayloadFile>,
     pub images: Vec<manifest::EmbeddedImage>,
+    /// The same images as `[[pod]]` resolution sees them.
+    pub available: Vec<hostdecl::AvailableImage>,
     /// `(name, sha256 of the bytes)` of every payload file, for the identity seed.
     pub digests: Vec<(String, [u8; 32])>,
 }
 
-pub fn payload(d: &Declaration, trust: &TrustKeys) -> Result<Embedded> {
+/// The appc `arch` label value of an image built for `arch`.
+pub fn appc_arch(arch: Arch) -> &'static str {
+    arch.appc_arch()
+}
+
+/// The payload of `arch`: the `[[image]]`s whose `arch` label is this arch's (or that have
+/// none), and the `[[file]]`s. With `skip_checks` (`builder build --skip-image-checks`) an
+/// image's signature is not checked, so images init must refuse can be embedded for tests.
+pub fn payload(
+    d: &Declaration,
+    trust: &TrustKeys,
+    arch: Arch,
+    skip_checks: bool,
+) -> Result<Embedded> {
     let mut files = Vec::new();
     let mut images = Vec::new();
     let mut digests = Vec::new();
+    let mut available = Vec::new();
     for (i, img) in d.inputs.images.iter().enumerate() {
         let field = img.path.site.to_string();
         let path = img.path.value.clone();
-        let Some(sig_ref) = &img.signature else {
-            bail!(
-                "{field}: {} has no signature ({}.minisig): every embedded image must be signed by a [[trust]] key, as init checks it",
-                path.display(),
-                path.display()
-            );
-        };
-        let sig_path = &sig_ref.value;
-        let sig = fs::read(sig_path)
-            .with_context(|| format!("{}: reading {}", sig_ref.site, sig_path.display()))?;
         let open = || {
             fs::File::open(&path)
                 .map(BufReader::new)
                 .with_context(|| format!("{field}.path: opening {}", path.display()))
         };
         let what = path.display().to_string();
-        let checking =
-            || format!("{field}: verifying {what} with the declaration's [[trust]] keys");
-        let pending = trust
-            .store
-            .prepare_unnamed(&what, Some(&sig), InsecureOptions::default())
-            .with_context(checking)?;
-        let accepted = pending.finish_reader(open()?).with_context(checking)?;
-        let summary = aci::archive::read_aci(open()?, &aci::archive::ReadOptions::default())
-            .with_context(|| format!("{field}: reading {what} (its signature verified)"))?;
-        accepted
-            .admit(&summary.manifest.name)
-            .with_context(|| format!("{field}: {what}"))?;
+        let sig = match &img.signature {
+            Some(sig_ref) => Some(fs::read(&sig_ref.value).with_context(|| {
+                format!("{}: reading {}", sig_ref.site, sig_ref.value.display())
+            })?),
+            None if skip_checks => None,
+            None => bail!(
+                "{field}: {} has no signature ({}.minisig): every embedded image must be signed by a [[trust]] key, as init checks it",
+                path.display(),
+                path.display()
+            ),
+        };
+        let summary = if skip_checks {
+            eprintln!(
+                "warning: {field}: {what}: embedded without checking its signature (--skip-image-checks); init checks it at boot"
+            );
+            aci::archive::read_aci(open()?, &aci::archive::ReadOptions::default())
+                .with_context(|| format!("{field}: reading {what}"))?
+        } else {
+            let checking =
+                || format!("{field}: verifying {what} with the declaration's [[trust]] keys");
+            let pending = trust
+                .store
+                .prepare_unnamed(&what, sig.as_deref(), InsecureOptions::default())
+                .with_context(checking)?;
+            let accepted = pending.finish_reader(open()?).with_context(checking)?;
+            let summary = aci::archive::read_aci(open()?, &aci::archive::ReadOptions::default())
+                .with_context(|| format!("{field}: reading {what} (its signature verified)"))?;
+            accepted
+                .admit(&summary.manifest.name)
+                .with_context(|| format!("{field}: {what}"))?;
+            summary
+        };
+        let labels: Vec<(String, String)> = summary
+            .manifest
+            .labels
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect();
+        if let Some((_, label)) = labels.iter().find(|(n, _)| n == "arch")
+            && label != appc_arch(arch)
+        {
+            // An image for another arch: that arch's build embeds it.
+            continue;
+        }
         let id = summary.id.to_string();
         if let Some(pin) = &img.id
             && pin.value != id
@@ -153,14 +193,28 @@ pub fn payload(d: &Declaration, trust: &TrustKeys) -> Result<Embedded> {
         }
         // The verified signature stands for the file's bytes (an ed25519 signature over them or
         // their BLAKE2b hash), so hashing it identifies the file without another pass over it.
-        digests.push((format!("{inside}.minisig"), sha256(&sig)));
+        // Unchecked, it does not: then the Image ID (a hash of the contents) stands in, with
+        // the signature's own bytes.
+        digests.push((format!("{inside}.id"), sha256(id.as_bytes())));
         files.push(PayloadFile {
             path: inside.clone(),
             source: Source::File(path.clone()),
         });
-        files.push(PayloadFile {
-            path: format!("{inside}.minisig"),
-            source: Source::Bytes(sig),
+        if let Some(sig) = sig {
+            digests.push((format!("{inside}.minisig"), sha256(&sig)));
+            files.push(PayloadFile {
+                path: format!("{inside}.minisig"),
+                source: Source::Bytes(sig),
+            });
+        }
+        available.push(hostdecl::AvailableImage {
+            embedded: hostdecl::EmbeddedImage {
+                file: inside.clone(),
+                signature: format!("{inside}.minisig"),
+                id: id.clone(),
+                name: summary.manifest.name.to_string(),
+            },
+            labels,
         });
         images.push(manifest::EmbeddedImage {
             file: inside,
@@ -194,6 +248,7 @@ pub fn payload(d: &Declaration, trust: &TrustKeys) -> Result<Embedded> {
     Ok(Embedded {
         files,
         images,
+        available,
         digests,
     })
 }

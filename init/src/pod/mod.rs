@@ -1,7 +1,9 @@
 //! The App Container executor in init: from the pods plan to running, supervised apps.
 //!
 //! - `exec_plan`: the types every start is decided in ([`exec_plan::ExecPlan`]).
+//! - `plan`: the pod plan, the image manifest and the declaration's overrides into ExecPlans.
 //! - `images`: each app's image made ready: verified from the payload into the store, rendered.
 
 pub mod exec_plan;
 pub mod images;
+pub mod plan;
