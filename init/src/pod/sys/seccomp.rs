@@ -79,18 +79,14 @@ pub const DEFAULT_DENY: &[&str] = &[
     "set_mempolicy",
     "setns",
     "settimeofday",
-    "stime",
     "swapoff",
     "swapon",
     "sysfs",
-    "umount",
     "umount2",
     "unshare",
     "uselib",
     "userfaultfd",
     "ustat",
-    "vm86",
-    "vm86old",
 ];
 
 /// The deny-list plan used when the app has no seccomp isolator.
