@@ -7,17 +7,16 @@ use std::os::fd::AsFd;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use init::pod::exec_plan::{
-    AppRef, Caps, CgroupLimits, ExecPlan, Ids, MountStep, Role, RootPlan,
-};
+use init::pod::exec_plan::{AppRef, Caps, CgroupLimits, ExecPlan, Ids, MountStep, Role, RootPlan};
 use init::pod::sys::cgroup::{self, RealCgroupFs};
 use init::pod::sys::spawn::{self, Spawner};
 use init::pod::sys::{root, seccomp};
+use nix::mount::MsFlags;
 use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::ForkResult;
 
 const BUSYBOX: &str = "/bin/busybox";
-const APPLETS: &[&str] = &["sh", "cat", "grep", "hostname", "id", "touch"];
+const APPLETS: &[&str] = &["sh", "cat", "grep", "hostname", "id", "touch", "wc"];
 
 fn require_root() {
     assert!(
@@ -60,7 +59,14 @@ impl Fixture {
             std::os::unix::fs::symlink("busybox", bin.join(a)).unwrap();
         }
         std::fs::create_dir_all(dir.path().join("lower/srv")).unwrap();
-        let cg_base = cgroup2_mount().join(format!("hostos-test-{}", std::process::id()));
+        // One group per test (they run in parallel), named after the test's own temp dir.
+        let tag = dir
+            .path()
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        let cg_base = cgroup2_mount().join(format!("hostos-test-{}{tag}", std::process::id()));
         Fixture { dir, cg_base }
     }
 
@@ -110,7 +116,7 @@ impl Fixture {
 }
 
 fn standard_mounts() -> Vec<MountStep> {
-    let nosuid = (libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC) as u64;
+    let nosuid = (MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC).bits();
     vec![
         MountStep::Fs {
             fstype: "proc",
@@ -121,7 +127,7 @@ fn standard_mounts() -> Vec<MountStep> {
         MountStep::Fs {
             fstype: "sysfs",
             path: "/sys".into(),
-            flags: nosuid | libc::MS_RDONLY as u64,
+            flags: nosuid | MsFlags::MS_RDONLY.bits(),
             data: None,
         },
         MountStep::Bind {
@@ -134,23 +140,79 @@ fn standard_mounts() -> Vec<MountStep> {
     ]
 }
 
-/// What one scenario saw: the app's output, its exec status, its exit.
+/// What one scenario saw: the exec status, the exit, the pod-init's NSpid line and the app's
+/// output. The child writes it as `key: value` lines, then `output:` and the output verbatim.
 #[derive(Debug)]
 struct Outcome {
     exec: Result<(), String>,
-    output: String,
     exit: WaitStatus,
     pod_init_nspid: String,
+    output: String,
 }
 
-/// Runs pod-init + one app inside a forked child; returns what the child wrote.
-fn scenario(fx: &Fixture, plan: &ExecPlan) -> String {
+impl Outcome {
+    fn to_report(&self) -> String {
+        let exec = match &self.exec {
+            Ok(()) => "ok".to_string(),
+            Err(e) => format!("error {}", e.replace('\n', " ")),
+        };
+        let exit = match self.exit {
+            WaitStatus::Exited(_, n) => format!("status {n}"),
+            WaitStatus::Signaled(_, s, _) => format!("signal {s}"),
+            other => format!("other {other:?}"),
+        };
+        format!(
+            "exec: {exec}\nexit: {exit}\nnspid: {}\noutput:\n{}",
+            self.pod_init_nspid, self.output
+        )
+    }
+}
+
+/// The report parsed back.
+#[derive(Debug)]
+struct Report {
+    exec: String,
+    exit: String,
+    nspid: String,
+    output: String,
+}
+
+impl Report {
+    fn parse(text: &str) -> Report {
+        assert!(!text.starts_with("ERROR"), "the scenario failed: {text}");
+        let (head, output) = text
+            .split_once("output:\n")
+            .unwrap_or_else(|| panic!("no output section in the report:\n{text}"));
+        let field = |name: &str| {
+            head.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .unwrap_or_else(|| panic!("no {name} line in the report:\n{text}"))
+                .to_string()
+        };
+        Report {
+            exec: field("exec: "),
+            exit: field("exit: "),
+            nspid: field("nspid: "),
+            output: output.to_string(),
+        }
+    }
+
+    fn line(&self, prefix: &str) -> &str {
+        self.output
+            .lines()
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no {prefix} line in the app's output:\n{}", self.output))
+    }
+}
+
+/// Runs pod-init + one app inside a forked child; returns what the child saw.
+fn scenario(fx: &Fixture, plan: &ExecPlan) -> Report {
     let report = fx.path("report");
     // SAFETY: the child runs only `child_scenario` and leaves with _exit.
     match unsafe { nix::unistd::fork() }.unwrap() {
         ForkResult::Child => {
             let text = match std::panic::catch_unwind(|| child_scenario(fx, plan)) {
-                Ok(Ok(o)) => format!("{o:#?}"),
+                Ok(Ok(o)) => o.to_report(),
                 Ok(Err(e)) => format!("ERROR {e}"),
                 Err(_) => "ERROR panicked".to_string(),
             };
@@ -161,7 +223,7 @@ fn scenario(fx: &Fixture, plan: &ExecPlan) -> String {
         ForkResult::Parent { child } => {
             let st = waitpid(child, None).unwrap();
             assert_eq!(st, WaitStatus::Exited(child, 0));
-            std::fs::read_to_string(&report).unwrap()
+            Report::parse(&std::fs::read_to_string(&report).unwrap())
         }
     }
 }
@@ -183,7 +245,13 @@ fn child_scenario(fx: &Fixture, plan: &ExecPlan) -> Result<Outcome, String> {
     let _ = cgroup::kill(&mut fs, &pod_dir);
     std::thread::sleep(std::time::Duration::from_millis(100));
     root::reset_root(&plan.root).map_err(|e| e.to_string())?;
-    for g in [&plan.cgroup, &leaf, &pod_dir, &fx.cg_base.join("pods"), &fx.cg_base] {
+    for g in [
+        &plan.cgroup,
+        &leaf,
+        &pod_dir,
+        &fx.cg_base.join("pods"),
+        &fx.cg_base,
+    ] {
         cgroup::remove(&mut fs, g).map_err(|e| e.to_string())?;
     }
     result
@@ -231,7 +299,10 @@ fn nothing_mounted_under(dir: &Path) {
     assert!(
         !info.lines().any(|l| l.contains(d)),
         "left mounted:\n{}",
-        info.lines().filter(|l| l.contains(d)).collect::<Vec<_>>().join("\n")
+        info.lines()
+            .filter(|l| l.contains(d))
+            .collect::<Vec<_>>()
+            .join("\n")
     );
 }
 
@@ -242,7 +313,8 @@ const SCRIPT: &str = "echo pid=$$; \
     echo cwd=$PWD; \
     grep -E '^(NoNewPrivs|CapBnd|CapEff|Seccomp):' /proc/self/status; \
     grep '^0::' /proc/self/cgroup; \
-    grep ' /sys ' /proc/self/mountinfo; \
+    echo sysmount=$(grep ' /sys ' /proc/self/mountinfo); \
+    echo mounts=$(cat /proc/self/mountinfo | wc -l); \
     touch /sys/x 2>/dev/null || echo sys=unwritable; \
     exit 3";
 
@@ -251,44 +323,66 @@ fn an_app_runs_as_its_user_in_the_pods_pid_namespace_with_its_limits() {
     require_root();
     let fx = Fixture::new();
     let plan = fx.plan(&["sh", "-c", SCRIPT], standard_mounts());
-    let report = scenario(&fx, &plan);
-    assert!(!report.starts_with("ERROR"), "{report}");
-    assert!(report.contains("exec: Ok("), "{report}");
-    assert!(report.contains("Exited("), "{report}");
-    assert!(report.contains(", 3,"), "exit status 3 expected: {report}");
-    // The pod-init is PID 1 of its namespace.
-    assert!(report.contains(r"\t1"), "pod-init's NSpid ends in 1: {report}");
-    let out = report
-        .split("output: \"")
-        .nth(1)
-        .unwrap()
-        .split("\",\n")
-        .next()
-        .unwrap()
-        .replace(r"\n", "\n")
-        .replace(r"\t", "\t");
-    let line = |prefix: &str| {
-        out.lines()
-            .find(|l| l.starts_with(prefix))
-            .unwrap_or_else(|| panic!("no {prefix} line in:\n{out}"))
-            .to_string()
-    };
-    let pid: u32 = line("pid=")[4..].parse().unwrap();
-    assert!(pid > 1, "the app is not the pod's PID 1 (its pod-init is): {out}");
-    assert_eq!(line("pid1="), "pid1=present");
-    assert_eq!(line("ids="), "ids=1000:1000:1000 5");
-    assert_eq!(line("host="), "host=web");
-    assert_eq!(line("cwd="), "cwd=/srv");
-    assert_eq!(line("NoNewPrivs:"), "NoNewPrivs:\t1");
-    assert_eq!(line("CapBnd:"), "CapBnd:\t0000000000000401");
-    assert_eq!(line("CapEff:"), "CapEff:\t0000000000000000");
-    assert_eq!(line("Seccomp:"), "Seccomp:\t2");
-    assert!(line("0::").ends_with("/pods/web/app"), "{out}");
-    let sys = out.lines().find(|l| l.contains(" /sys ")).unwrap();
+    let r = scenario(&fx, &plan);
+    assert_eq!(r.exec, "ok", "{r:?}");
+    assert_eq!(r.exit, "status 3", "{r:?}");
+    // The pod-init is PID 1 of the pod's namespace; the app is another process in it.
+    assert!(
+        r.nspid.ends_with("\t1"),
+        "pod-init's NSpid ends in 1: {r:?}"
+    );
+    let pid: u32 = r.line("pid=")[4..].parse().unwrap();
+    assert!(
+        pid > 1,
+        "the app is not the pod's PID 1 (its pod-init is): {r:?}"
+    );
+    assert_eq!(r.line("pid1="), "pid1=present");
+    assert_eq!(r.line("ids="), "ids=1000:1000:1000 5");
+    assert_eq!(r.line("host="), "host=web");
+    assert_eq!(r.line("cwd="), "cwd=/srv");
+    assert_eq!(r.line("NoNewPrivs:"), "NoNewPrivs:\t1");
+    assert_eq!(r.line("CapBnd:"), "CapBnd:\t0000000000000401");
+    assert_eq!(r.line("CapEff:"), "CapEff:\t0000000000000000");
+    assert_eq!(r.line("Seccomp:"), "Seccomp:\t2");
+    assert!(r.line("0::").ends_with("/pods/web/app"), "{r:?}");
+    let sys = r.line("sysmount=");
     assert!(sys.contains(" /sys ro,"), "/sys is read-only: {sys}");
-    assert_eq!(line("sys="), "sys=unwritable");
+    assert_eq!(r.line("sys="), "sys=unwritable");
+    // The host's mounts are not visible: only what the plan mounted, on the overlay root.
+    assert_eq!(r.line("mounts="), "mounts=4", "{r:?}");
     nothing_mounted_under(fx.dir.path());
-    assert!(!fx.cg_base.exists(), "{} was not removed", fx.cg_base.display());
+    assert!(
+        !fx.cg_base.exists(),
+        "{} was not removed",
+        fx.cg_base.display()
+    );
+}
+
+#[test]
+fn a_root_app_keeps_exactly_its_bounding_set_without_no_new_privs() {
+    require_root();
+    let fx = Fixture::new();
+    let mut plan = fx.plan(&["sh", "-c", SCRIPT], standard_mounts());
+    plan.ids = Ids {
+        uid: 0,
+        gid: 0,
+        groups: vec![],
+    };
+    plan.caps = Caps {
+        bounding: 0x401,
+        effective: 0x401,
+        ambient: 0,
+    };
+    plan.no_new_privs = false;
+    plan.seccomp = None;
+    let r = scenario(&fx, &plan);
+    assert_eq!(r.exec, "ok", "{r:?}");
+    assert_eq!(r.line("ids="), "ids=0:0:0");
+    assert_eq!(r.line("CapBnd:"), "CapBnd:\t0000000000000401");
+    assert_eq!(r.line("CapEff:"), "CapEff:\t0000000000000401");
+    assert_eq!(r.line("NoNewPrivs:"), "NoNewPrivs:\t0");
+    assert_eq!(r.line("Seccomp:"), "Seccomp:\t0");
+    nothing_mounted_under(fx.dir.path());
 }
 
 #[test]
@@ -296,12 +390,9 @@ fn a_missing_command_is_reported_on_the_status_pipe_and_the_child_exits_127() {
     require_root();
     let fx = Fixture::new();
     let plan = fx.plan(&["nope"], standard_mounts());
-    let report = scenario(&fx, &plan);
-    assert!(
-        report.contains("nope: not found in PATH /bin"),
-        "{report}"
-    );
-    assert!(report.contains(", 127,"), "{report}");
+    let r = scenario(&fx, &plan);
+    assert_eq!(r.exec, "error nope: not found in PATH /bin", "{r:?}");
+    assert_eq!(r.exit, "status 127", "{r:?}");
     nothing_mounted_under(fx.dir.path());
 }
 
@@ -322,8 +413,8 @@ fn a_symlink_in_the_image_cannot_lead_a_mount_out_of_the_root() {
         file: true,
     });
     let plan = fx.plan(&["sh", "-c", "exit 0"], mounts);
-    let report = scenario(&fx, &plan);
-    assert!(report.contains("mkdir /etc: ENOENT"), "{report}");
+    let r = scenario(&fx, &plan);
+    assert!(r.exec.contains("mkdir /etc: ENOENT"), "{r:?}");
     assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0);
     nothing_mounted_under(fx.dir.path());
 }

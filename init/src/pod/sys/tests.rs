@@ -10,7 +10,8 @@ use crate::pod::exec_plan::{
     AppRef, Caps, CgroupLimits, Ids, Role, RootPlan, SeccompMode, SeccompPlan,
 };
 
-const RDONLY_NOSUID: u64 = (libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV) as u64;
+const RDONLY_NOSUID: u64 =
+    MsFlags::MS_RDONLY.bits() | MsFlags::MS_NOSUID.bits() | MsFlags::MS_NODEV.bits();
 
 fn plan(uid: u32) -> ExecPlan {
     ExecPlan {
@@ -29,7 +30,7 @@ fn plan(uid: u32) -> ExecPlan {
             MountStep::Fs {
                 fstype: "proc",
                 path: "/proc".into(),
-                flags: (libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC) as u64,
+                flags: (MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC).bits(),
                 data: None,
             },
             MountStep::Fs {
@@ -231,7 +232,11 @@ fn pivot_root_refused_on_the_initramfs_falls_back_to_move_and_chroot() {
 fn path_lookup_tries_each_path_entry_and_skips_missing_files() {
     let mut ops = Recorder::failing("execve /usr/sbin/", Errno::ENOENT);
     run(&mut ops, &plan(0), None);
-    let tried: Vec<&String> = ops.calls.iter().filter(|c| c.starts_with("execve")).collect();
+    let tried: Vec<&String> = ops
+        .calls
+        .iter()
+        .filter(|c| c.starts_with("execve"))
+        .collect();
     assert_eq!(tried.len(), 2);
     assert!(tried[1].starts_with("execve /bin/nginx "));
 }
@@ -253,7 +258,10 @@ fn a_denied_candidate_is_reported_when_nothing_else_runs() {
         ],
     };
     let e = run(&mut ops, &plan(0), None);
-    assert_eq!(e.to_string(), "execve /usr/sbin/nginx: EACCES: Permission denied");
+    assert_eq!(
+        e.to_string(),
+        "execve /usr/sbin/nginx: EACCES: Permission denied"
+    );
 }
 
 #[test]
@@ -271,14 +279,20 @@ fn without_path_in_the_environment_the_default_path_is_searched() {
     let prepared = Prepared::new(&p, 40).unwrap();
     assert_eq!(prepared.path, DEFAULT_PATH);
     assert_eq!(prepared.candidates.len(), 6);
-    assert_eq!(prepared.candidates[0].to_str().unwrap(), "/usr/local/sbin/nginx");
+    assert_eq!(
+        prepared.candidates[0].to_str().unwrap(),
+        "/usr/local/sbin/nginx"
+    );
 }
 
 #[test]
 fn a_failing_step_stops_the_child_and_names_the_step() {
     let mut ops = Recorder::failing("mount_in_root sysfs", Errno::EPERM);
     let e = run(&mut ops, &plan(0), None);
-    assert_eq!(e.to_string(), "mount sysfs on /sys: EPERM: Operation not permitted");
+    assert_eq!(
+        e.to_string(),
+        "mount sysfs on /sys: EPERM: Operation not permitted"
+    );
     assert!(ops.calls.last().unwrap().starts_with("mount_in_root sysfs"));
 }
 
