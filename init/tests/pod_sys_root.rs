@@ -418,3 +418,34 @@ fn a_symlink_in_the_image_cannot_lead_a_mount_out_of_the_root() {
     assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0);
     nothing_mounted_under(fx.dir.path());
 }
+
+#[test]
+fn a_read_only_root_is_a_bind_the_app_cannot_write() {
+    require_root();
+    let fx = Fixture::new();
+    // readOnlyRootFS: nothing can be created in the tree, so the mount points exist in it.
+    for d in ["proc", "sys", "dev"] {
+        std::fs::create_dir(fx.path("lower").join(d)).unwrap();
+    }
+    std::fs::write(fx.path("lower/dev/null"), b"").unwrap();
+    let mut plan = fx.plan(
+        &[
+            "sh",
+            "-c",
+            "touch /srv/x 2>/dev/null || echo root=unwritable; \
+             echo rootmount=$(grep -E '^([^ ]+ ){4}/ ' /proc/self/mountinfo)",
+        ],
+        standard_mounts(),
+    );
+    plan.root = RootPlan::ReadOnlyBind {
+        lower: fx.path("lower"),
+        target: fx.path("root"),
+    };
+    let r = scenario(&fx, &plan);
+    assert_eq!(r.exec, "ok", "{r:?}");
+    assert_eq!(r.line("root="), "root=unwritable");
+    // mountinfo: id, parent, dev, root within its filesystem, mount point, options.
+    assert!(r.line("rootmount=").contains(" / ro,"), "{r:?}");
+    assert!(!fx.path("lower/srv/x").exists());
+    nothing_mounted_under(fx.dir.path());
+}

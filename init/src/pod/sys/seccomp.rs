@@ -37,8 +37,15 @@ pub enum SeccompError {
 /// or could not end (exit, exit_group).
 const ALWAYS_ALLOWED: &[&str] = &["execve", "exit", "exit_group"];
 
-/// rkt's default when no seccomp isolator is given was a deny-list of calls that reach the
-/// kernel's administration (docker's default profile says the same). errno EPERM.
+/// The filter an app gets when it has no seccomp isolator: a deny-list of calls that
+/// administer the kernel or escape a container (modules, kexec, mounts and namespaces, clock,
+/// keyring, ptrace and cross-process memory, swap, reboot, obsolete calls), close to rkt's
+/// `@rkt/default-blacklist` and docker's default profile; refused calls get EPERM.
+///
+/// rkt itself applied its `@rkt/default-whitelist` by default. A deny-list is chosen here (the
+/// issue 9 contract) because a hand-kept allow-list breaks apps on every call it misses (new
+/// ones such as `clone3` or `rseq` in a newer libc, and the lists differ per arch), while what
+/// matters for isolation is the short list of calls below. The app's own isolators replace it.
 pub const DEFAULT_DENY: &[&str] = &[
     "_sysctl",
     "acct",
