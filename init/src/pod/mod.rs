@@ -3,7 +3,9 @@
 //! - `exec_plan`: the types every start is decided in ([`exec_plan::ExecPlan`]).
 //! - `plan`: the pod plan, the image manifest and the declaration's overrides into ExecPlans.
 //! - `images`: each app's image made ready: verified from the payload into the store, rendered.
+//! - `sys`: carrying a plan out (namespaces, mounts, user, capabilities, seccomp, cgroups).
 
 pub mod exec_plan;
 pub mod images;
 pub mod plan;
+pub mod sys;
