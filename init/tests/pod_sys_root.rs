@@ -18,7 +18,12 @@ use nix::unistd::ForkResult;
 const BUSYBOX: &str = "/bin/busybox";
 const APPLETS: &[&str] = &["sh", "cat", "grep", "hostname", "id", "touch", "wc"];
 
-fn require_root() {
+/// One scenario at a time: a fork in one test while another test's thread still holds
+/// busybox open for writing (copying it into its rootfs) leaves the child a writable fd of that
+/// file, and the other test's execve then fails with ETXTBSY.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn require_root() -> std::sync::MutexGuard<'static, ()> {
     assert!(
         nix::unistd::geteuid().is_root(),
         "this test mounts, clones namespaces and switches users: run it as root \
@@ -28,6 +33,7 @@ fn require_root() {
         Path::new(BUSYBOX).is_file(),
         "{BUSYBOX} is missing: install the Debian package busybox-static"
     );
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// The first cgroup2 mount (`/sys/fs/cgroup` on a pure v2 host, `/sys/fs/cgroup/unified` on a
@@ -320,7 +326,7 @@ const SCRIPT: &str = "echo pid=$$; \
 
 #[test]
 fn an_app_runs_as_its_user_in_the_pods_pid_namespace_with_its_limits() {
-    require_root();
+    let _serial = require_root();
     let fx = Fixture::new();
     let plan = fx.plan(&["sh", "-c", SCRIPT], standard_mounts());
     let r = scenario(&fx, &plan);
@@ -360,7 +366,7 @@ fn an_app_runs_as_its_user_in_the_pods_pid_namespace_with_its_limits() {
 
 #[test]
 fn a_root_app_keeps_exactly_its_bounding_set_without_no_new_privs() {
-    require_root();
+    let _serial = require_root();
     let fx = Fixture::new();
     let mut plan = fx.plan(&["sh", "-c", SCRIPT], standard_mounts());
     plan.ids = Ids {
@@ -387,7 +393,7 @@ fn a_root_app_keeps_exactly_its_bounding_set_without_no_new_privs() {
 
 #[test]
 fn a_missing_command_is_reported_on_the_status_pipe_and_the_child_exits_127() {
-    require_root();
+    let _serial = require_root();
     let fx = Fixture::new();
     let plan = fx.plan(&["nope"], standard_mounts());
     let r = scenario(&fx, &plan);
@@ -398,7 +404,7 @@ fn a_missing_command_is_reported_on_the_status_pipe_and_the_child_exits_127() {
 
 #[test]
 fn a_symlink_in_the_image_cannot_lead_a_mount_out_of_the_root() {
-    require_root();
+    let _serial = require_root();
     let fx = Fixture::new();
     let outside = fx.path("outside");
     std::fs::create_dir(&outside).unwrap();
@@ -421,7 +427,7 @@ fn a_symlink_in_the_image_cannot_lead_a_mount_out_of_the_root() {
 
 #[test]
 fn a_read_only_root_is_a_bind_the_app_cannot_write() {
-    require_root();
+    let _serial = require_root();
     let fx = Fixture::new();
     // readOnlyRootFS: nothing can be created in the tree, so the mount points exist in it.
     for d in ["proc", "sys", "dev"] {

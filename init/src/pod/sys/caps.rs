@@ -14,8 +14,8 @@ use super::{ChildError, ChildOps, step};
 use crate::pod::exec_plan::{Caps, Ids};
 
 pub const CAP_SYS_ADMIN: u32 = 21;
-/// The highest capability number this code knows the name of is irrelevant: the kernel's own
-/// count comes from `/proc/sys/kernel/cap_last_cap`; this is its fallback for old kernels.
+/// CAP_CHECKPOINT_RESTORE, the last one Linux 6.1 knows; used only if the kernel has no
+/// `/proc/sys/kernel/cap_last_cap` (the file, not this constant, is what counts).
 const CAP_LAST_CAP_FALLBACK: u32 = 40;
 
 /// Reads the highest capability number the running kernel knows.
