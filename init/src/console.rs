@@ -25,7 +25,29 @@
 //! init: rebooting
 //! init: fatal: <error chain joined with ": ">
 //! init: warning: <message>
+//! init: pod <pod>: preparing
+//! init: pod <pod>: image <id12> (<name>) verified with key <key id> from <file>
+//! init: pod <pod>: image <id12> (<name>) found in the store
+//! init: pod <pod>: refused: <error chain naming the image, the key and the reason>
+//! init: pod <pod>/<app>: isolator <name> ignored: <why>
+//! init: pod <pod>/<app>: started pid <pid> <ms> ms after init start (<ms.t> ms after prepared)
+//! init: pod <pod>/<app>: failed to start: <error chain>
+//! init: pod <pod>/<app>: exited with status <n>
+//! init: pod <pod>/<app>: killed by signal <SIGNAME>
+//! init: pod <pod>/<app>: OOM-killed (memory limit <bytes> bytes)
+//! init: pod <pod>/<app>: restarting in <ms> ms (restart <n>)
+//! init: pod <pod>/<app>: stopped
+//! init: pod all: all started: <n> apps running, init resident memory <KiB> KiB
+//! <pod>/<app>: <a line the app wrote on stdout or stderr>
 //! ```
+//!
+//! Pod lines: `<id12>` is `sha512-` and 12 hex digits; `<pid>` is in init's PID namespace;
+//! "after prepared" runs from the app's plan being ready (image verified and rendered, root
+//! mounted) to its `execve`. `started` is printed for the main process only; `exited`,
+//! `killed`, `OOM-killed` (the kernel's OOM killer fired in the app's cgroup, printed after
+//! `killed`) end a run; `restarting` follows per the app's restart policy; `stopped` is the
+//! app's end (its policy says no more runs, or the host shuts down). A refused pod starts none
+//! of its apps; other pods are not affected. Event handlers' output carries the app's prefix.
 //!
 //! `<reason>` is one of `SIGTERM`, `SIGINT (ctrl-alt-del)`, `SIGPWR` or
 //! `power button (<device name>)`. `init: ready` comes after the early mounts, the hostname, the
@@ -186,6 +208,49 @@ pub enum Line<'a> {
     /// The whole error chain, already joined (see `fatal::chain`).
     Fatal(&'a str),
     Warning(&'a str),
+    /// Something about a pod or one of its apps: `who` is `<pod>` or `<pod>/<app>`.
+    Pod {
+        who: &'a str,
+        event: PodEvent<'a>,
+    },
+}
+
+/// What happened to a pod or app (the `init: pod ...` lines of the contract).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PodEvent<'a> {
+    Preparing,
+    /// An `images` report: `image <id12> (<name>) verified with key ... from ...` or
+    /// `... found in the store`.
+    Image(&'a str),
+    /// The pod does not start; the error chain names the image, the key and the reason.
+    Refused(&'a str),
+    IsolatorIgnored {
+        name: &'a str,
+        why: &'a str,
+    },
+    Started {
+        pid: i32,
+        /// Since init started.
+        init_ms: u128,
+        /// From the plan being ready to the exec, tenths of a millisecond.
+        prepared_tenths: u128,
+    },
+    FailedToStart(&'a str),
+    Exited(i32),
+    Killed(&'a str),
+    OomKilled {
+        limit: Option<u64>,
+    },
+    Restarting {
+        ms: u128,
+        restart: u32,
+    },
+    Stopped,
+    /// Every app due to start has started: how many run and init's resident memory.
+    AllStarted {
+        running: usize,
+        rss_kib: u64,
+    },
 }
 
 impl fmt::Display for Line<'_> {
@@ -246,6 +311,44 @@ impl fmt::Display for Line<'_> {
             Self::Rebooting => f.write_str("rebooting"),
             Self::Fatal(chain) => write!(f, "fatal: {}", one_line(chain)),
             Self::Warning(message) => write!(f, "warning: {}", one_line(message)),
+            Self::Pod { who, event } => {
+                write!(f, "pod {who}: ")?;
+                match event {
+                    PodEvent::Preparing => f.write_str("preparing"),
+                    PodEvent::Image(report) => f.write_str(report),
+                    PodEvent::Refused(chain) => write!(f, "refused: {}", one_line(chain)),
+                    PodEvent::IsolatorIgnored { name, why } => {
+                        write!(f, "isolator {name} ignored: {why}")
+                    }
+                    PodEvent::Started {
+                        pid,
+                        init_ms,
+                        prepared_tenths,
+                    } => write!(
+                        f,
+                        "started pid {pid} {init_ms} ms after init start ({}.{} ms after prepared)",
+                        prepared_tenths / 10,
+                        prepared_tenths % 10
+                    ),
+                    PodEvent::FailedToStart(chain) => {
+                        write!(f, "failed to start: {}", one_line(chain))
+                    }
+                    PodEvent::Exited(code) => write!(f, "exited with status {code}"),
+                    PodEvent::Killed(signal) => write!(f, "killed by signal {signal}"),
+                    PodEvent::OomKilled { limit: Some(l) } => {
+                        write!(f, "OOM-killed (memory limit {l} bytes)")
+                    }
+                    PodEvent::OomKilled { limit: None } => f.write_str("OOM-killed"),
+                    PodEvent::Restarting { ms, restart } => {
+                        write!(f, "restarting in {ms} ms (restart {restart})")
+                    }
+                    PodEvent::Stopped => f.write_str("stopped"),
+                    PodEvent::AllStarted { running, rss_kib } => write!(
+                        f,
+                        "all started: {running} apps running, init resident memory {rss_kib} KiB"
+                    ),
+                }
+            }
         }
     }
 }

@@ -19,3 +19,4 @@ pub mod reap;
 pub mod shutdown;
 pub mod signals;
 pub mod storage;
+pub mod supervise;

@@ -13,11 +13,13 @@ use crate::error::InitError;
 use crate::fatal;
 use crate::hostname;
 use crate::mount::{self, EARLY_MOUNTS, RealMountOps};
+use crate::pod::runtime::{self, Runtime};
 use crate::power_button::{Activity, INPUT_DIR, PowerButtons};
 use crate::reap;
 use crate::shutdown::{self, PowerAction, RealShutdown};
 use crate::signals::{Event, Signals};
 use crate::storage::{self, RealStorage};
+use crate::supervise::Supervisor;
 
 /// How often /dev/input is scanned again while drivers may still be probing, and for how long.
 const RESCAN_INTERVAL: Duration = Duration::from_millis(250);
@@ -53,7 +55,21 @@ struct Host {
     buttons: PowerButtons,
     started: Instant,
     next_scan: Option<Instant>,
+    /// The pods' executor; `None` when the image declares no pods (or they could not start).
+    runtime: Option<Runtime>,
+    supervisor: Supervisor,
+    /// Set once a shutdown began while apps still ran: why, and until when to wait for them.
+    stopping: Option<Stopping>,
 }
+
+/// A shutdown under way: the apps got SIGTERM; SIGKILL at `deadline`, then the rest.
+struct Stopping {
+    deadline: Instant,
+    killed: bool,
+}
+
+/// After SIGKILL, how long the apps' post-stop handlers and exits may still take.
+const AFTER_KILL: Duration = Duration::from_secs(5);
 
 fn boot(started: Instant, boottime: Option<nix::sys::time::TimeSpec>) -> Result<Host, InitError> {
     let outcomes = mount::mount_all(&mut RealMountOps, EARLY_MOUNTS)?;
@@ -101,62 +117,159 @@ fn boot(started: Instant, boottime: Option<nix::sys::time::TimeSpec>) -> Result<
         console::warn(&fatal::chain(&e));
     }
     console::emit(&Line::Ready);
-    Ok(Host {
+    let mut host = Host {
         settings,
         signals,
         buttons,
         started,
         next_scan: Some(Instant::now() + RESCAN_INTERVAL),
-    })
+        runtime: None,
+        supervisor: Supervisor::new(Vec::new(), started),
+        stopping: None,
+    };
+    host.start_pods();
+    Ok(host)
 }
 
 impl Host {
+    /// Prepares the declared pods and starts their apps. A failure here stops the pods, never
+    /// the host: it is reported and init serves on (the power button still works).
+    fn start_pods(&mut self) {
+        let plan = match runtime::load_plan(Path::new(hostimg::PODS_PLAN_PATH)) {
+            Ok(Some(plan)) => plan,
+            Ok(None) => return,
+            Err(e) => return console::warn(&e),
+        };
+        match Runtime::prepare(&plan) {
+            Ok((mut rt, apps)) => {
+                self.supervisor = Supervisor::new(apps, self.started);
+                self.supervisor.start_all(&mut rt);
+                self.runtime = Some(rt);
+            }
+            Err(e) => console::warn(&format!("pods not started: {e}")),
+        }
+    }
+
     /// The event loop. Returns only the error that ends it; a shutdown never returns unless
     /// the final reboot(2) fails.
     fn serve(&mut self) -> InitError {
         loop {
-            let (signal_ready, ready_devices) = match self.wait() {
+            let ready = match self.wait() {
                 Ok(ready) => ready,
                 Err(e) => return e,
             };
-            if signal_ready {
+            if ready.signals {
                 let events = match self.signals.read() {
                     Ok(events) => events,
                     Err(e) => return e.into(),
                 };
                 for event in events {
                     match event {
-                        Event::Child => reap_and_log(),
-                        Event::Shutdown(reason) => return self.shutdown(&reason),
+                        Event::Child => self.reap(),
+                        Event::Shutdown(reason) => self.begin_shutdown(reason),
                     }
                 }
             }
+            for token in ready.supervised {
+                self.supervisor.on_ready(token);
+            }
             // Highest index first: a device that went away is removed from the list.
-            for index in ready_devices.into_iter().rev() {
+            for index in ready.devices.into_iter().rev() {
                 match self.buttons.read(index) {
                     Ok(Activity::Pressed(name)) => {
-                        return self.shutdown(&ShutdownReason::PowerButton(name));
+                        self.begin_shutdown(ShutdownReason::PowerButton(name));
                     }
                     Ok(Activity::Nothing | Activity::Gone) => {}
                     Err(e) => console::warn(&fatal::chain(&e)),
                 }
             }
+            if let Some(rt) = self.runtime.as_mut() {
+                self.supervisor.on_timer(Instant::now(), rt);
+            }
             self.rescan_if_due();
+            if let Some(e) = self.shutdown_if_due() {
+                return e;
+            }
         }
     }
 
-    /// Polls the signalfd and the input devices; returns whether the signalfd is readable and
-    /// the indexes of the readable devices.
-    fn wait(&mut self) -> Result<(bool, Vec<usize>), InitError> {
-        let timeout = match self.next_scan {
+    /// Collects every exited child; the supervised ones go to the supervisor.
+    fn reap(&mut self) {
+        match reap::reap_zombies() {
+            Ok(reaped) => {
+                for status in reaped.statuses {
+                    if let Some(rt) = self.runtime.as_mut() {
+                        self.supervisor.on_exit(status, rt);
+                    }
+                }
+            }
+            Err(e) => console::warn(&fatal::chain(&e)),
+        }
+    }
+
+    /// Starts a shutdown: with apps running, SIGTERM to each and wait (in the loop) for them.
+    fn begin_shutdown(&mut self, reason: ShutdownReason) {
+        if self.stopping.is_some() {
+            return;
+        }
+        console::emit(&Line::ShutdownRequested(&reason));
+        self.supervisor.stop(nix::sys::signal::Signal::SIGTERM);
+        self.stopping = Some(Stopping {
+            deadline: Instant::now() + self.settings.shutdown_grace,
+            killed: false,
+        });
+    }
+
+    /// Once the apps are gone (or out of time), the rest of the shutdown; returns only if the
+    /// final reboot(2) failed.
+    fn shutdown_if_due(&mut self) -> Option<InitError> {
+        let now = Instant::now();
+        let stopping = self.stopping.as_mut()?;
+        if !self.supervisor.idle() {
+            if now < stopping.deadline {
+                return None;
+            }
+            if !stopping.killed {
+                stopping.killed = true;
+                stopping.deadline = now + AFTER_KILL;
+                console::emit(&Line::SendingSigkill);
+                self.supervisor.stop(nix::sys::signal::Signal::SIGKILL);
+                return None;
+            }
+        }
+        if let Some(rt) = self.runtime.as_mut() {
+            self.supervisor.finish(rt);
+        }
+        Some(self.shutdown())
+    }
+
+    /// Polls the signalfd, the supervised pipes and the input devices.
+    fn wait(&mut self) -> Result<Ready, InitError> {
+        let now = Instant::now();
+        let deadline = [
+            self.next_scan,
+            self.supervisor.next_deadline(),
+            self.stopping.as_ref().map(|s| s.deadline),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
+        let timeout = match deadline {
             Some(at) => {
-                let ms = at.saturating_duration_since(Instant::now()).as_millis();
-                PollTimeout::from(u16::try_from(ms).unwrap_or(u16::MAX))
+                let ms = at.saturating_duration_since(now).as_millis();
+                // Round up, so a deadline 0.4 ms away does not spin.
+                PollTimeout::from(u16::try_from(ms + 1).unwrap_or(u16::MAX))
             }
             None => PollTimeout::NONE,
         };
-        let mut fds = Vec::with_capacity(1 + self.buttons.len());
+        let supervised = self.supervisor.fds();
+        let mut fds = Vec::with_capacity(1 + supervised.len() + self.buttons.len());
         fds.push(PollFd::new(self.signals.fd(), PollFlags::POLLIN));
+        fds.extend(
+            supervised
+                .iter()
+                .map(|(fd, _)| PollFd::new(*fd, PollFlags::POLLIN)),
+        );
         fds.extend(
             self.buttons
                 .fds()
@@ -164,19 +277,30 @@ impl Host {
         );
         match poll(&mut fds, timeout) {
             Ok(_) => {}
-            Err(Errno::EINTR) => return Ok((false, Vec::new())),
+            Err(Errno::EINTR) => return Ok(Ready::default()),
             Err(e) => return Err(InitError::Poll(e)),
         }
         let ready = |fd: &PollFd<'_>| fd.revents().is_some_and(|r| !r.is_empty());
-        let signal_ready = fds.first().is_some_and(ready);
-        let devices = fds
+        let signals = fds.first().is_some_and(ready);
+        let tokens = fds
             .iter()
             .skip(1)
+            .zip(supervised.iter())
+            .filter(|(fd, _)| ready(fd))
+            .map(|(_, (_, token))| *token)
+            .collect();
+        let devices = fds
+            .iter()
+            .skip(1 + supervised.len())
             .enumerate()
             .filter(|(_, fd)| ready(fd))
             .map(|(index, _)| index)
             .collect();
-        Ok((signal_ready, devices))
+        Ok(Ready {
+            signals,
+            supervised: tokens,
+            devices,
+        })
     }
 
     fn rescan_if_due(&mut self) {
@@ -194,10 +318,9 @@ impl Host {
             (now.duration_since(self.started) < RESCAN_WINDOW).then(|| now + RESCAN_INTERVAL);
     }
 
-    fn shutdown(&mut self, reason: &ShutdownReason) -> InitError {
+    fn shutdown(&mut self) -> InitError {
         shutdown::shutdown(
             &mut RealShutdown,
-            reason,
             self.settings.shutdown_grace,
             PowerAction::PowerOff,
         )
@@ -205,11 +328,12 @@ impl Host {
     }
 }
 
-fn reap_and_log() {
-    // Nothing supervises children yet; collecting them is all that is owed.
-    if let Err(e) = reap::reap_zombies() {
-        console::warn(&fatal::chain(&e));
-    }
+/// What one poll found readable.
+#[derive(Default)]
+struct Ready {
+    signals: bool,
+    supervised: Vec<crate::supervise::Token>,
+    devices: Vec<usize>,
 }
 
 #[cfg(test)]

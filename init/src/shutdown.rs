@@ -11,7 +11,7 @@ use nix::mount::MntFlags;
 use nix::sys::reboot::RebootMode;
 use nix::sys::signal::Signal;
 
-use crate::console::{self, Line, ShutdownReason};
+use crate::console::{self, Line};
 use crate::mount::parse_mountinfo;
 use crate::reap::reap_zombies;
 
@@ -78,15 +78,10 @@ pub trait ShutdownOps {
     fn power(&mut self, action: PowerAction) -> ShutdownError;
 }
 
-/// Runs the whole sequence. Returns only if the final reboot(2) failed; every earlier failure
+/// Runs the whole sequence (after `init: shutdown requested by ...`, which pid1 prints when
+/// the request arrives, and after the apps were stopped). Returns only if the final reboot(2) failed; every earlier failure
 /// is logged as a warning because stopping half-way would leave the machine running.
-pub fn shutdown(
-    ops: &mut impl ShutdownOps,
-    reason: &ShutdownReason,
-    grace: Duration,
-    action: PowerAction,
-) -> ShutdownError {
-    ops.say(&Line::ShutdownRequested(reason));
+pub fn shutdown(ops: &mut impl ShutdownOps, grace: Duration, action: PowerAction) -> ShutdownError {
     ops.say(&Line::SendingSigterm);
     signal_all(ops, Signal::SIGTERM);
     // Stopped processes cannot act on SIGTERM until continued.
@@ -309,14 +304,8 @@ mod tests {
     fn runs_the_sequence_in_order_when_processes_exit_in_time() {
         let mut rec = Recorder::new(vec![true]);
         let grace = Duration::from_secs(10);
-        shutdown(
-            &mut rec,
-            &ShutdownReason::Sigterm,
-            grace,
-            PowerAction::PowerOff,
-        );
+        shutdown(&mut rec, grace, PowerAction::PowerOff);
         let mut expected = vec![
-            say("init: shutdown requested by SIGTERM"),
             say("init: sending SIGTERM to all processes"),
             Step::Kill(Signal::SIGTERM),
             Step::Kill(Signal::SIGCONT),
@@ -339,17 +328,10 @@ mod tests {
     #[test]
     fn sends_sigkill_only_after_grace_period_runs_out() {
         let mut rec = Recorder::new(vec![false, true]);
-        let reason = ShutdownReason::PowerButton("Power Button".into());
-        shutdown(
-            &mut rec,
-            &reason,
-            Duration::from_secs(3),
-            PowerAction::PowerOff,
-        );
+        shutdown(&mut rec, Duration::from_secs(3), PowerAction::PowerOff);
         assert_eq!(
-            rec.steps[..9],
+            rec.steps[..8],
             [
-                say("init: shutdown requested by power button (Power Button)"),
                 say("init: sending SIGTERM to all processes"),
                 Step::Kill(Signal::SIGTERM),
                 Step::Kill(Signal::SIGCONT),
@@ -365,12 +347,7 @@ mod tests {
     #[test]
     fn never_sends_sigkill_when_everything_exited() {
         let mut rec = Recorder::new(vec![true]);
-        shutdown(
-            &mut rec,
-            &ShutdownReason::Sigpwr,
-            Duration::ZERO,
-            PowerAction::Reboot,
-        );
+        shutdown(&mut rec, Duration::ZERO, PowerAction::Reboot);
         assert!(!rec.steps.contains(&Step::Kill(Signal::SIGKILL)));
         assert_eq!(rec.steps.last(), Some(&Step::Power(PowerAction::Reboot)));
         assert!(rec.steps.contains(&say("init: rebooting")));
@@ -380,12 +357,7 @@ mod tests {
     fn detaches_busy_mounts_and_never_unmounts_root() {
         let mut rec = Recorder::new(vec![true]);
         rec.busy = vec!["/dev"];
-        shutdown(
-            &mut rec,
-            &ShutdownReason::Sigint,
-            Duration::ZERO,
-            PowerAction::PowerOff,
-        );
+        shutdown(&mut rec, Duration::ZERO, PowerAction::PowerOff);
         let done = unmounts(&rec.steps);
         assert!(done.contains(&("/dev".into(), false)));
         assert!(done.contains(&("/dev".into(), true)));

@@ -50,6 +50,9 @@ impl BuiltImage {
     }
 }
 
+/// A build: the declaration, the arch and the extra `builder build` arguments.
+type BuildKey = (PathBuf, Arch, Vec<String>);
+
 type Memo<K, T> = Mutex<HashMap<K, Arc<OnceLock<Result<T, String>>>>>;
 
 /// `cargo build -p builder --release` (once per process); the path of the binary.
@@ -128,7 +131,7 @@ pub fn build_image_with(
     arch: Arch,
     extra: &[&str],
 ) -> Result<BuiltImage, HarnessError> {
-    static BUILT: OnceLock<Memo<(PathBuf, Arch, Vec<String>), BuiltImage>> = OnceLock::new();
+    static BUILT: OnceLock<Memo<BuildKey, BuiltImage>> = OnceLock::new();
     let toml = if host_toml.is_absolute() {
         host_toml.to_path_buf()
     } else {

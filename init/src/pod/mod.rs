@@ -8,4 +8,5 @@
 pub mod exec_plan;
 pub mod images;
 pub mod plan;
+pub mod runtime;
 pub mod sys;
