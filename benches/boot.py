@@ -65,6 +65,8 @@ def boot_once(argv):
 def main():
     builder = [os.path.join(REPO, "target", "release", "builder")]
     subprocess.run(["cargo", "build", "--release", "-q", "-p", "builder"], cwd=REPO, check=True)
+    # The signed busybox images images/hello.toml's pod runs.
+    subprocess.run([os.path.join(REPO, "scripts", "demo-aci.sh")], cwd=REPO, check=True)
     print(f"# {' '.join(sys.argv)} (RUNS={RUNS}, accel={'kvm' if os.environ.get('KVM') == '1' else 'tcg'})")
     for arch in ARCHES:
         cmd = builder + ["build", "images/hello.toml", "--arch", arch, "--format", "raw,zst,kernel", "-o", OUT]

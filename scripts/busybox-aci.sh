@@ -48,12 +48,12 @@ file -b "$bb_amd64" | grep -q 'x86-64.*statically linked' ||
 file -b "$bb_arm64" | grep -q 'aarch64.*statically linked' ||
   die "$bb_arm64 is not a static aarch64 binary: rerun scripts/setup.sh"
 
-# What the pod tests run inside apps. Checked against the amd64 binary's applet list (the arm64
+# What the pod tests and the examples run inside apps (httpd, wget and nc for images/pods.toml). Checked against the amd64 binary's applet list (the arm64
 # one cannot run here; Debian builds both from one configuration).
 applets=(sh ash echo cat sleep ls mkdir rmdir id grep true false head tail dd env printf test
   wc rm touch sync kill stat tee sed awk seq hostname uname readlink date chmod chown ln mv cp
   find xargs nproc free df mount umount ps whoami cut tr sort uniq yes basename dirname expr pwd
-  timeout mkfifo)
+  timeout mkfifo httpd wget nc)
 have="$("$bb_amd64" --list)"
 wanted=()
 for a in "${applets[@]}"; do

@@ -14,6 +14,8 @@ cd "$repo"
 echo "test: building the builder" >&2
 cargo build --release --locked -p builder
 export HOSTOS_BUILDER="$repo/target/release/builder"
+# The signed busybox images images/hello.toml's pod runs (images/aci/, not committed).
+"$repo/scripts/demo-aci.sh"
 
 # The builder as an installed tool: `cargo install`, then build and verify an image from a
 # directory outside this checkout (the install reuses the build above).
@@ -21,7 +23,7 @@ echo "test: cargo install --path builder, then build and verify from another dir
 elsewhere="$(mktemp -d)"
 trap 'rm -rf "$elsewhere"' EXIT
 cargo install --quiet --locked --path builder --root "$elsewhere/root" --target-dir "$repo/target"
-cp images/hello.toml "$elsewhere/"
+cp -r images/hello.toml images/aci "$elsewhere/"
 (
   cd "$elsewhere"
   "$elsewhere/root/bin/builder" key generate -o release >/dev/null

@@ -140,6 +140,14 @@ impl Host {
             Ok(None) => return,
             Err(e) => return console::warn(&e),
         };
+        // The images and the store live on the disk; a direct -kernel boot has neither (the
+        // marker is on the data partition, so it exists only once /var is mounted).
+        if !Path::new(storage::FIRST_BOOT_MARKER).exists() {
+            return console::warn(&format!(
+                "pods not started: no data partition at {} (booted without the disk image)",
+                hostimg::DATA_MOUNT
+            ));
+        }
         match Runtime::prepare(&plan) {
             Ok((mut rt, apps)) => {
                 self.supervisor = Supervisor::new(apps, self.started);

@@ -142,6 +142,10 @@ pub fn build_image_with(
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| "image".into());
     let what = format!("building {} for {arch}", toml.display());
+    // The workspace's example declarations embed the demo images, which are generated.
+    if toml.starts_with(workspace_root().join("images")) {
+        demo_acis()?;
+    }
     let extra: Vec<String> = extra.iter().map(|a| (*a).to_owned()).collect();
     once(&BUILT, (toml.clone(), arch, extra.clone()), &what, || {
         let bin = builder_bin()?;
@@ -189,6 +193,24 @@ pub fn build_image_with(
             dir,
         })
     })
+}
+
+/// `scripts/demo-aci.sh` (once per process, under a lock): the signed busybox images that
+/// `images/hello.toml` embeds, in `images/aci/`.
+pub fn demo_acis() -> Result<(), HarnessError> {
+    static MADE: OnceLock<Memo<(), ()>> = OnceLock::new();
+    once(
+        &MADE,
+        (),
+        "making the demo images (scripts/demo-aci.sh)",
+        || {
+            let bin = builder_bin()?;
+            let _lock = lock("demo-aci")?;
+            let mut command = Command::new(workspace_root().join("scripts/demo-aci.sh"));
+            command.env("HOSTOS_BUILDER", &bin);
+            run(command, "scripts/demo-aci.sh").map(|_| ())
+        },
+    )
 }
 
 /// Runs `make` at most once per `key` in this process. Concurrent callers wait for the first;

@@ -43,14 +43,15 @@ path = "{untrusted}"
 [[image]]
 path = "{tampered}"
 
-# (1) prints a marker and exits 0
+# (1) prints a marker and exits 0, after a pre-start handler in the same fresh root
 [[pod]]
 name = "hello"
 [[pod.app]]
 name = "main"
 image = "example.com/busybox:1.0"
 id = "{good_id}"
-exec = ["/bin/sh", "-c", "echo hello-marker-42"]
+pre_start = ["/bin/sh", "-c", "echo pre-start-ran > /tmp/pre-start"]
+exec = ["/bin/sh", "-c", "echo hello-marker-42 $(cat /tmp/pre-start)"]
 
 # (2) two apps share an empty volume
 [[pod]]
