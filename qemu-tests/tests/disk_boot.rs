@@ -73,6 +73,13 @@ fn boots_through(arch: Arch, firmware: Firmware, name: &str) {
         .unwrap_or_else(|e| panic!("{}", e.chain()));
     let mib = expect_disk_up(&mut vm, arch);
     assert!(mib > 0, "data partition reported as {mib} MiB");
+    // hello.toml's pod: its image verified (first boot) and its output on the console.
+    expect(&mut vm, "init: pod hello/greeter: started pid ", STEP);
+    expect(
+        &mut vm,
+        &format!("hello/greeter: Hello from a pod: {arch}, pid "),
+        STEP,
+    );
     power_off_in_order(&mut vm, STEP);
 }
 
