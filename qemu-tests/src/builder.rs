@@ -53,7 +53,7 @@ impl BuiltImage {
 /// A build: the declaration, the arch and the extra `builder build` arguments.
 type BuildKey = (PathBuf, Arch, Vec<String>);
 
-type Memo<K, T> = Mutex<HashMap<K, Arc<OnceLock<Result<T, String>>>>>;
+pub(crate) type Memo<K, T> = Mutex<HashMap<K, Arc<OnceLock<Result<T, String>>>>>;
 
 /// `cargo build -p builder --release` (once per process); the path of the binary.
 pub fn builder_bin() -> Result<PathBuf, HarnessError> {
@@ -215,7 +215,7 @@ pub fn demo_acis() -> Result<(), HarnessError> {
 
 /// Runs `make` at most once per `key` in this process. Concurrent callers wait for the first;
 /// the first gets the real error, later ones a sentence carrying its text.
-fn once<K: Eq + Hash, T: Clone>(
+pub(crate) fn once<K: Eq + Hash, T: Clone>(
     memo: &OnceLock<Memo<K, T>>,
     key: K,
     what: &str,

@@ -28,6 +28,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
+use crate::builder::{Memo, once};
 use crate::{Arch, HarnessError, builder_bin, target_dir, workspace_root};
 
 /// A minisign key pair made by `builder key generate` (unencrypted).
@@ -86,24 +87,8 @@ pub const IMAGE_NAME: &str = "example.com/busybox";
 
 /// Builds the pod test images (once per test process).
 pub fn pod_images() -> Result<PodImages, HarnessError> {
-    static BUILT: OnceLock<Result<PodImages, String>> = OnceLock::new();
-    let mut first_error = None;
-    let stored = BUILT.get_or_init(|| {
-        make().map_err(|e| {
-            let text = e.chain();
-            first_error = Some(e);
-            text
-        })
-    });
-    if let Some(e) = first_error {
-        return Err(e);
-    }
-    stored
-        .clone()
-        .map_err(|message| HarnessError::EarlierFailure {
-            what: "building the pod test images".into(),
-            message,
-        })
+    static BUILT: OnceLock<Memo<(), PodImages>> = OnceLock::new();
+    once(&BUILT, (), "building the pod test images", make)
 }
 
 fn make() -> Result<PodImages, HarnessError> {
