@@ -277,7 +277,12 @@ pub fn plan_app(input: &AppInput<'_>, files: &mut dyn RootFiles) -> Result<AppPl
             path: "/etc/hosts".into(),
             source,
         })?
-        .is_some_and(|b| !b.is_empty());
+        .is_some_and(|b| !b.is_empty())
+        // Nor when a volume supplies one (appc: a volume's /etc/hosts is left alone).
+        || runtime
+            .mounts
+            .iter()
+            .any(|m| matches!(m.path.trim_end_matches('/'), "/etc" | "/etc/hosts"));
 
     let app_state = input.paths.pod_state.join(&app_name);
     let target = input.paths.pod_run.join(&app_name).join("root");

@@ -211,8 +211,9 @@ fn one(who: &str, iso: &Isolator, out: &mut Applied) -> Result<(), PlanError> {
                 })?;
                 out.limits.cpu_max_us = Some(milli.saturating_mul(100).max(1000));
             }
-            // A request becomes a weight relative to one core (1000m = weight 100, the default).
-            if let Some(q) = request
+            // A request (appc: defaults to the limit) becomes a weight relative to one core
+            // (1000m = weight 100, cgroup v2's default).
+            if let Some(q) = request.as_ref().or(limit.as_ref())
                 && let Some(milli) = q.to_milli_ceil()
             {
                 out.limits.cpu_weight = Some((milli / 10).clamp(1, 10_000));

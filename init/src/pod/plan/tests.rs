@@ -202,6 +202,7 @@ fn no_new_privileges_oom_score_and_cgroup_limits() {
     assert_eq!(m.limits.memory_max, Some(64 << 20));
     assert_eq!(m.limits.memory_low, Some(32 << 20));
     assert_eq!(m.limits.cpu_max_us, Some(50_000));
+    // cpu-shares comes after resource/cpu here, so its weight wins over the request's.
     assert_eq!(m.limits.cpu_weight, Some(1 + (1022 * 9999) / 262_142));
 }
 
@@ -404,4 +405,36 @@ fn passwd_and_group_parsing_skips_malformed_lines() {
     assert_eq!(p.len(), 1);
     let g = parse_group("staff:x:50:a,b\n:::\n");
     assert_eq!(g[0].members, ["a", "b"]);
+}
+
+#[test]
+fn cpu_request_defaults_to_the_limit() {
+    let p = pod(
+        "",
+        "",
+        r#"{"isolators":[{"name":"resource/cpu","value":{"limit":"500m"}}]}"#,
+    );
+    let planned = plan_with(&p, &image(APP), &mut files()).expect("plan");
+    assert_eq!(planned.main.limits.cpu_weight, Some(50));
+}
+
+#[test]
+fn a_volume_at_etc_hosts_keeps_the_pods_file_out() {
+    let p = pod(
+        r#","volumes":[{"name":"hosts","kind":"empty"}]"#,
+        r#","mounts":[{"volume":"hosts","path":"/etc/hosts"}]"#,
+        r#"{"mountPoints":[{"name":"hosts","path":"/etc/hosts"}]}"#,
+    );
+    let planned = plan_with(&p, &image(APP), &mut files()).expect("plan");
+    let binds: Vec<&MountStep> = planned
+        .main
+        .mounts
+        .iter()
+        .filter(|m| matches!(m, MountStep::Bind { path, .. } if path == "/etc/hosts"))
+        .collect();
+    assert_eq!(
+        binds.len(),
+        1,
+        "only the volume is mounted at /etc/hosts: {binds:?}"
+    );
 }
