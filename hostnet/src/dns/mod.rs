@@ -1,0 +1,1 @@
+//! The DNS stub resolver (RFC 1035, AAAA RFC 3596), `/etc/hosts` and `resolv.conf`.
