@@ -66,7 +66,7 @@ pub enum Command {
     },
     /// Build (if needed) and boot an image under QEMU with the serial console on this terminal.
     #[command(
-        after_help = "Example:\n  builder run images/hello.toml --arch aarch64\n  builder run out/hello-aarch64.img --firmware u-boot\n  builder run out/hello-x86_64.img --disk-size 4G\n\n\
+        after_help = "Example:\n  builder run images/hello.toml --arch aarch64\n  builder run out/hello-aarch64.img --firmware u-boot\n  builder run out/hello-x86_64.img --disk-size 4G\n  builder run out/hello-x86_64.img --disk-bus nvme\n\n\
         A declaration is built first (into -o) and its disk image booted through the firmware:\n\
         OVMF on x86_64, AAVMF (or U-Boot) on aarch64. The image itself is never written: the\n\
         guest boots a copy. Quit QEMU with Ctrl-A X; the exit status is 0 only when the guest\n\
@@ -89,6 +89,10 @@ pub enum Command {
         /// partition grow on first boot.
         #[arg(long, value_name = "SIZE", value_parser = crate::run::parse_size)]
         disk_size: Option<u64>,
+        /// The controller the disk hangs off, as clouds attach boot disks: virtio-blk (QEMU,
+        /// most KVM clouds), nvme (AWS Nitro, GCE, Azure v6) or virtio-scsi (GCE).
+        #[arg(long, value_name = "BUS", default_value = "virtio-blk")]
+        disk_bus: hostos_qemu::DiskBus,
         /// Use KVM instead of TCG software emulation (x86_64 host and guest only).
         #[arg(long)]
         kvm: bool,

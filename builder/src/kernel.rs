@@ -4,6 +4,8 @@
 
 mod config;
 mod fragments;
+#[cfg(test)]
+mod hardening;
 mod make;
 mod prebuilt;
 mod source;
@@ -130,20 +132,7 @@ pub fn build(req: &KernelRequest) -> Result<BuiltKernel> {
 
     let (requests, contents) = read_fragments(req)?;
     let src = source::resolve(req.source.as_deref(), req.sha256.as_deref(), &cache)?;
-
-    let mut h = Sha256::new();
-    h.update(RECIPE_VERSION);
-    h.update(req.arch.as_str());
-    h.update(&src.sha256);
-    // File names matter only through their role (order); contents decide the key.
-    for text in &contents {
-        h.update((text.len() as u64).to_le_bytes());
-        h.update(text);
-    }
-    h.update(tools::version_line(compiler(req.arch), "--version"));
-    h.update(tools::version_line("make", "--version"));
-    let key = hex::encode(h.finalize());
-    let entry = cache.join(format!("{}-{}", req.arch, &key[..16]));
+    let entry = cache_entry(req, &cache, &src, &contents);
 
     if let Some(hit) = cached(&entry, req.arch) {
         return Ok(hit);
@@ -213,6 +202,42 @@ pub fn build(req: &KernelRequest) -> Result<BuiltKernel> {
     let mut k = cached(&entry, req.arch).context("kernel cache entry missing after build")?;
     k.cache_hit = false;
     Ok(k)
+}
+
+/// The cache directory of the build of `req` from `src` with fragments `contents`: a hash of
+/// everything that goes into the kernel (recipe, arch, source, fragment texts, toolchain).
+fn cache_entry(
+    req: &KernelRequest,
+    cache: &Path,
+    src: &source::Source,
+    contents: &[String],
+) -> PathBuf {
+    let mut h = Sha256::new();
+    h.update(RECIPE_VERSION);
+    h.update(req.arch.as_str());
+    h.update(&src.sha256);
+    // File names matter only through their role (order); contents decide the key.
+    for text in contents {
+        h.update((text.len() as u64).to_le_bytes());
+        h.update(text);
+    }
+    h.update(tools::version_line(compiler(req.arch), "--version"));
+    h.update(tools::version_line("make", "--version"));
+    let key = hex::encode(h.finalize());
+    cache.join(format!("{}-{}", req.arch, &key[..16]))
+}
+
+/// The merged `.config` the cache holds for `req` (what `build` would return without building)
+/// and the requests of its fragments; `None` when that kernel has not been built yet.
+pub(crate) fn cached_config(
+    req: &KernelRequest,
+) -> Result<(Option<PathBuf>, Vec<config::Request>)> {
+    let cache = paths::cache_root().join("kernel");
+    let (requests, contents) = read_fragments(req)?;
+    let src = source::resolve(req.source.as_deref(), req.sha256.as_deref(), &cache)?;
+    let entry = cache_entry(req, &cache, &src, &contents);
+    let config = cached(&entry, req.arch).map(|k| k.config);
+    Ok((config, requests))
 }
 
 /// The cache entry's file for `-kernel` boots, where it is not `vmlinuz` itself (arm64).

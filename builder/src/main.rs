@@ -106,6 +106,7 @@ fn run(cli: cli::Cli) -> anyhow::Result<()> {
             out,
             firmware,
             disk_size,
+            disk_bus,
             kvm,
             powerdown_after,
             memory,
@@ -118,6 +119,7 @@ fn run(cli: cli::Cli) -> anyhow::Result<()> {
                 memory_mib: memory,
                 firmware,
                 disk_size,
+                disk_bus,
             };
             let arch: Option<hostdecl::Arch> = arch.map(Into::into);
             if target.is_dir() {

@@ -82,6 +82,8 @@ pub struct RunOptions {
     /// Disk boots only: the size in bytes of the copy the guest boots (at least the image's),
     /// so first-boot growth has room.
     pub disk_size: Option<u64>,
+    /// Disk boots only: the disk's controller.
+    pub disk_bus: hostos_qemu::DiskBus,
     /// Guest vCPUs.
     pub cpus: u32,
 }
@@ -161,12 +163,14 @@ pub fn run_disk(image: &Path, arch: Arch, opts: &RunOptions) -> Result<()> {
     let config = base_config(arch, opts)
         .firmware(firmware)
         .disk(&copy, DiskFormat::Raw)
+        .disk_bus(opts.disk_bus)
         .user_network();
     eprintln!(
-        "run: booting {} ({arch}, {}, a {} MiB copy); quit with Ctrl-A X",
+        "run: booting {} ({arch}, {}, a {} MiB copy on {}); quit with Ctrl-A X",
         image.display(),
         opts.firmware.name_for(arch),
-        size >> 20
+        size >> 20,
+        opts.disk_bus.as_str()
     );
     boot(&config, dir.path(), opts.powerdown_after)
 }

@@ -38,6 +38,43 @@ impl DiskFormat {
     }
 }
 
+/// The controller a disk hangs off, as the clouds attach boot disks: virtio-blk (QEMU, most
+/// KVM clouds), NVMe (AWS Nitro, GCE, Azure v6) or virtio-scsi (GCE).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum DiskBus {
+    #[default]
+    VirtioBlk,
+    Nvme,
+    VirtioScsi,
+}
+
+impl DiskBus {
+    /// The name `builder run --disk-bus` and test names use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DiskBus::VirtioBlk => "virtio-blk",
+            DiskBus::Nvme => "nvme",
+            DiskBus::VirtioScsi => "virtio-scsi",
+        }
+    }
+
+    /// All buses, for `--help` and errors.
+    pub const ALL: [DiskBus; 3] = [DiskBus::VirtioBlk, DiskBus::Nvme, DiskBus::VirtioScsi];
+}
+
+impl std::str::FromStr for DiskBus {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        DiskBus::ALL
+            .into_iter()
+            .find(|b| b.as_str() == s)
+            .ok_or_else(|| {
+                format!("unknown disk bus {s:?}: expected virtio-blk, nvme or virtio-scsi")
+            })
+    }
+}
+
 /// Where the guest's serial console goes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Serial {
@@ -69,6 +106,7 @@ pub struct QemuConfig {
     initrd: Option<PathBuf>,
     append: Option<String>,
     disks: Vec<Disk>,
+    disk_bus: DiskBus,
     firmware: Firmware,
     memory_mib: u32,
     cpus: u32,
@@ -126,6 +164,7 @@ impl QemuConfig {
             initrd: None,
             append: None,
             disks: Vec::new(),
+            disk_bus: DiskBus::VirtioBlk,
             firmware: Firmware::Direct,
             memory_mib: 512,
             cpus: 1,
@@ -176,6 +215,12 @@ impl QemuConfig {
             format,
             snapshot: true,
         });
+        self
+    }
+
+    /// The controller every disk is attached to (virtio-blk unless set).
+    pub fn disk_bus(mut self, bus: DiskBus) -> Self {
+        self.disk_bus = bus;
         self
     }
 
@@ -317,6 +362,9 @@ impl QemuConfig {
             }
         }
 
+        if self.disk_bus == DiskBus::VirtioScsi && !self.disks.is_empty() {
+            push_all(&mut args, &["-device", "virtio-scsi-pci,id=scsi0"]);
+        }
         for (i, disk) in self.disks.iter().enumerate() {
             let mut drive = option_with_path("file=", &disk.path, "");
             drive.push(format!(
@@ -329,15 +377,20 @@ impl QemuConfig {
             args.push("-drive".into());
             args.push(drive);
             args.push("-device".into());
+            let mut device = match self.disk_bus {
+                DiskBus::VirtioBlk => format!("virtio-blk-pci,drive=disk{i}"),
+                // NVMe needs a serial number; the guest sees it in /sys/block/nvme*/device.
+                DiskBus::Nvme => format!("nvme,drive=disk{i},serial=hostos{i}"),
+                DiskBus::VirtioScsi => format!("scsi-hd,drive=disk{i},bus=scsi0.0"),
+            };
             // A boot index puts the disks first in the firmware's boot order (QEMU passes it as
             // fw_cfg `bootorder`), so OVMF/AAVMF start the disk's boot file without trying
             // anything else first. Not with `-kernel`: there QEMU's own loader ROM holds boot
             // index 0 (x86_64 refuses a second one), and nothing boots from the disk anyway.
-            if self.kernel.is_some() {
-                args.push(format!("virtio-blk-pci,drive=disk{i}").into());
-            } else {
-                args.push(format!("virtio-blk-pci,drive=disk{i},bootindex={i}").into());
+            if self.kernel.is_none() {
+                device.push_str(&format!(",bootindex={i}"));
             }
+            args.push(device.into());
         }
 
         if self.user_network {

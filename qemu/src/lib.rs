@@ -34,7 +34,7 @@ mod vm;
 use std::thread;
 use std::time::{Duration, Instant};
 
-pub use config::{CommandLine, DiskFormat, Firmware, QemuConfig, Serial};
+pub use config::{CommandLine, DiskBus, DiskFormat, Firmware, QemuConfig, Serial};
 pub use error::Error;
 pub use fdt::FdtError;
 pub use qmp::{Qmp, QmpError, Shutdown};

@@ -272,3 +272,65 @@ fn shell_line_quotes_what_the_shell_would_split() {
         "/usr/bin/qemu-system-x86_64 -append 'console=ttyS0 quiet' romfile= ''"
     );
 }
+
+/// The disk arguments only: from the first `-drive file=` on, up to the network.
+fn disk_args(config: &QemuConfig, dir: &Dir) -> Vec<String> {
+    let all = argv(config, dir).unwrap();
+    let start = all
+        .windows(2)
+        .position(|w| {
+            (w[0] == "-drive" && w[1].starts_with("file="))
+                || (w[0] == "-device" && w[1].starts_with("virtio-scsi-pci"))
+        })
+        .unwrap();
+    all[start..].to_vec()
+}
+
+#[test]
+fn nvme_and_virtio_scsi_disks_keep_the_boot_index_and_scsi_gets_one_controller() {
+    let dir = Dir::new("buses");
+    let base = QemuConfig::new(Arch::Aarch64)
+        .qemu_binary("/bin/true")
+        .firmware(Firmware::Uefi)
+        .disk("/d/a.img", DiskFormat::Raw)
+        .disk_snapshot("/d/b.qcow2", DiskFormat::Qcow2);
+    let nvme = disk_args(&base.clone().disk_bus(DiskBus::Nvme), &dir);
+    assert_eq!(
+        nvme,
+        [
+            "-drive",
+            "file=/d/a.img,format=raw,if=none,id=disk0",
+            "-device",
+            "nvme,drive=disk0,serial=hostos0,bootindex=0",
+            "-drive",
+            "file=/d/b.qcow2,format=qcow2,if=none,id=disk1,snapshot=on",
+            "-device",
+            "nvme,drive=disk1,serial=hostos1,bootindex=1",
+        ]
+    );
+    let scsi = disk_args(&base.clone().disk_bus(DiskBus::VirtioScsi), &dir);
+    assert_eq!(
+        scsi,
+        [
+            "-device",
+            "virtio-scsi-pci,id=scsi0",
+            "-drive",
+            "file=/d/a.img,format=raw,if=none,id=disk0",
+            "-device",
+            "scsi-hd,drive=disk0,bus=scsi0.0,bootindex=0",
+            "-drive",
+            "file=/d/b.qcow2,format=qcow2,if=none,id=disk1,snapshot=on",
+            "-device",
+            "scsi-hd,drive=disk1,bus=scsi0.0,bootindex=1",
+        ]
+    );
+}
+
+#[test]
+fn disk_bus_names_parse_and_an_unknown_one_lists_the_choices() {
+    for bus in DiskBus::ALL {
+        assert_eq!(bus.as_str().parse::<DiskBus>().unwrap(), bus);
+    }
+    let err = "ide".parse::<DiskBus>().unwrap_err();
+    assert!(err.contains("\"ide\"") && err.contains("nvme"), "{err}");
+}
