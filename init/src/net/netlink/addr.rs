@@ -48,7 +48,7 @@ impl NewAddress {
         self
     }
 
-    fn request(&self, iface: &Iface, flags: u16) -> Request {
+    pub(super) fn request(&self, iface: &Iface, flags: u16) -> Request {
         let mut req = Request::new(RTM_NEWADDR, NLM_F_ACK | flags)
             .header(|out| ifaddrmsg(iface, self.cidr).encode(out))
             .attr_ipv4(IFA_LOCAL, self.cidr.addr())
