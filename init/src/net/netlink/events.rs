@@ -2,13 +2,13 @@
 //! blocking. The watcher remembers the indices it has seen, so an RTM_NEWLINK for a new index
 //! is an [`LinkEventKind::Added`] interface (a NIC that probes after init started).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::os::fd::{AsFd, BorrowedFd};
 
 use super::abi::{RTM_DELLINK, RTMGRP_LINK};
 use super::link::{Link, LinkType, parse_link};
 use super::message::messages;
-use super::socket::{Socket, invalid};
+use super::socket::Socket;
 use super::{Iface, NetlinkError, Rtnl};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,8 +35,8 @@ pub struct LinkEvent {
 #[derive(Debug)]
 pub struct LinkWatcher {
     sock: Socket,
-    /// Index to name, of every interface seen and not yet removed.
-    known: BTreeMap<u32, String>,
+    /// The last state of every interface seen and not yet removed, by index.
+    known: BTreeMap<u32, LinkEvent>,
 }
 
 impl LinkWatcher {
@@ -44,17 +44,14 @@ impl LinkWatcher {
     /// appearing in between is seen at least once, as a list entry or an event).
     pub fn open() -> Result<Self, NetlinkError> {
         let sock = Socket::open(RTMGRP_LINK).map_err(NetlinkError::Subscribe)?;
-        let known = Rtnl::open()?
-            .links()?
-            .iter()
-            .map(|l| (l.iface.index, l.iface.name.clone()))
-            .collect();
+        let known = current()?;
         Ok(LinkWatcher { sock, known })
     }
 
     /// The events waiting on the socket, oldest first; empty when there are none. If the
-    /// kernel dropped events because the socket's buffer overflowed (ENOBUFS), the current
-    /// interfaces are listed instead and reported as the difference to what was known.
+    /// kernel dropped events because the socket's buffer overflowed (ENOBUFS), or sent one
+    /// that does not parse, the interfaces are listed afresh and the difference to what was
+    /// known is reported instead, so a caller never misses an interface coming or going.
     pub fn read_events(&mut self) -> Result<Vec<LinkEvent>, NetlinkError> {
         let mut events = Vec::new();
         let mut lost = false;
@@ -69,25 +66,14 @@ impl LinkWatcher {
                 Err(e) => return Err(NetlinkError::ReadEvents(e)),
             };
             for m in messages(datagram) {
-                let m = m.map_err(|e| NetlinkError::ReadEvents(invalid(e)))?;
-                let Some(link) =
-                    parse_link(&m).map_err(|e| NetlinkError::ReadEvents(invalid(e)))?
-                else {
-                    continue;
-                };
-                let kind = if m.header.kind == RTM_DELLINK {
-                    self.known.remove(&link.iface.index);
-                    LinkEventKind::Removed
-                } else if self
-                    .known
-                    .insert(link.iface.index, link.iface.name.clone())
-                    .is_none()
-                {
-                    LinkEventKind::Added
-                } else {
-                    LinkEventKind::Changed
-                };
-                events.push(event(kind, link));
+                match m.and_then(|m| Ok((m.header.kind == RTM_DELLINK, parse_link(&m)?))) {
+                    Ok((deleted, Some(link))) => events.push(note(&mut self.known, deleted, link)),
+                    Ok((_, None)) => {}
+                    Err(_) => {
+                        lost = true;
+                        break;
+                    }
+                }
             }
         }
         if lost {
@@ -97,36 +83,55 @@ impl LinkWatcher {
     }
 
     fn resync(&mut self) -> Result<Vec<LinkEvent>, NetlinkError> {
-        let links = Rtnl::open()?.links()?;
-        let now: BTreeSet<u32> = links.iter().map(|l| l.iface.index).collect();
-        let now_names = links
+        let now = current()?;
+        let mut events: Vec<LinkEvent> = self
+            .known
             .iter()
-            .map(|l| (l.iface.index, l.iface.name.clone()))
-            .collect();
-        let mut events = Vec::new();
-        for (&index, name) in self.known.iter().filter(|(i, _)| !now.contains(i)) {
-            events.push(LinkEvent {
+            .filter(|(index, _)| !now.contains_key(index))
+            .map(|(_, last)| LinkEvent {
                 kind: LinkEventKind::Removed,
-                iface: Iface {
-                    index,
-                    name: name.clone(),
-                },
-                link_type: LinkType::Other(0),
                 up: false,
                 carrier: false,
-            });
-        }
-        for link in links {
-            let kind = if self.known.contains_key(&link.iface.index) {
+                ..last.clone()
+            })
+            .collect();
+        for (index, ev) in &now {
+            let kind = if self.known.contains_key(index) {
                 LinkEventKind::Changed
             } else {
                 LinkEventKind::Added
             };
-            events.push(event(kind, link));
+            events.push(LinkEvent { kind, ..ev.clone() });
         }
-        self.known = now_names;
+        self.known = now;
         Ok(events)
     }
+}
+
+/// Records a link message in `known` and returns it as an event.
+fn note(known: &mut BTreeMap<u32, LinkEvent>, deleted: bool, link: Link) -> LinkEvent {
+    let index = link.iface.index;
+    if deleted {
+        known.remove(&index);
+        return event(LinkEventKind::Removed, link);
+    }
+    let kind = if known.contains_key(&index) {
+        LinkEventKind::Changed
+    } else {
+        LinkEventKind::Added
+    };
+    let ev = event(kind, link);
+    known.insert(index, ev.clone());
+    ev
+}
+
+/// Every interface now, as events of kind `Changed`.
+fn current() -> Result<BTreeMap<u32, LinkEvent>, NetlinkError> {
+    Ok(Rtnl::open()?
+        .links()?
+        .into_iter()
+        .map(|l| (l.iface.index, event(LinkEventKind::Changed, l)))
+        .collect())
 }
 
 fn event(kind: LinkEventKind, link: Link) -> LinkEvent {

@@ -52,7 +52,8 @@ impl Request {
     }
 
     /// Appends one rtattr, padded to 4 bytes. Attribute payloads here are a few bytes, far
-    /// below rta_len's u16 limit; a longer one would be a bug of this module and is clipped.
+    /// below rta_len's u16 limit; a longer one would be a bug of this module, and its rta_len
+    /// of u16::MAX makes the kernel reject the request rather than misread it.
     pub fn attr(mut self, kind: u16, data: &[u8]) -> Self {
         let len = u16::try_from(RTA_HDRLEN + data.len()).unwrap_or(u16::MAX);
         self.buf.extend_from_slice(&len.to_ne_bytes());
@@ -70,7 +71,8 @@ impl Request {
         self.attr(kind, &addr.octets())
     }
 
-    /// The bytes to send, with `nlmsg_len` and `nlmsg_seq` filled in.
+    /// The bytes to send, with `nlmsg_len` and `nlmsg_seq` filled in (`new` wrote the
+    /// 16-byte header these ranges are in).
     pub fn finish(mut self, seq: u32) -> Vec<u8> {
         let len = u32::try_from(self.buf.len()).unwrap_or(u32::MAX);
         self.buf[0..4].copy_from_slice(&len.to_ne_bytes());
