@@ -12,6 +12,7 @@ pub mod error;
 pub mod fatal;
 pub mod hostname;
 pub mod mount;
+pub mod net;
 pub mod pid1;
 pub mod pod;
 pub mod power_button;
