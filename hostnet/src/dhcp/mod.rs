@@ -2,5 +2,6 @@
 //!
 //! Design notes to be completed with the client.
 
+pub mod frame;
 pub mod options;
 pub mod packet;
