@@ -242,6 +242,34 @@ mod tests {
         assert_eq!(unwrap(&[0x60]), Err(FrameError::NotIpv4(6)));
     }
 
+    fn fixture(name: &str) -> Vec<u8> {
+        let path = format!("{}/test_data/dhcp/{name}.hex", env!("CARGO_MANIFEST_DIR"));
+        let text = std::fs::read_to_string(&path).unwrap();
+        text.split_whitespace()
+            .map(|b| u8::from_str_radix(b, 16).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn unwraps_recorded_replies_whose_checksums_another_implementation_computed() {
+        let offer = fixture("slirp_offer_ipv4");
+        let datagram = unwrap(&offer).unwrap();
+        assert_eq!(
+            (datagram.source, datagram.destination),
+            (SERVER, Ipv4Addr::BROADCAST)
+        );
+        assert_eq!(datagram.payload, fixture("slirp_offer"));
+        let ack = fixture("isc_ack_ipv4");
+        let datagram = unwrap(&ack).unwrap();
+        assert_eq!(datagram.destination, Ipv4Addr::new(192, 168, 1, 100));
+        assert_eq!(datagram.payload, fixture("isc_ack"));
+        // And wrapping the same payload yields the same UDP checksum.
+        let rewrapped = wrap(datagram.payload, datagram.source, datagram.destination).unwrap();
+        let mut swapped = rewrapped[20..].to_vec();
+        swapped[..4].copy_from_slice(&[0, 67, 0, 68]);
+        assert_eq!(swapped, ack[20..]);
+    }
+
     fn rechecksum(mut packet: Vec<u8>) -> Vec<u8> {
         packet[10..12].copy_from_slice(&[0, 0]);
         let checksum = !fold(sum(&packet[..20], 0));

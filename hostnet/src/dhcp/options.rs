@@ -173,7 +173,7 @@ fn addr(option: u8, value: &[u8]) -> Result<Ipv4Addr, DecodeError> {
 }
 
 fn addrs(option: u8, value: &[u8]) -> Result<Vec<Ipv4Addr>, DecodeError> {
-    if value.is_empty() || value.len() % 4 != 0 {
+    if value.is_empty() || !value.len().is_multiple_of(4) {
         return Err(DecodeError::BadOptionLength {
             code: option,
             len: value.len(),
