@@ -110,7 +110,7 @@ struct Exchange {
     sends: u32,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 enum State {
     Stopped {
         lease: Option<Lease>,
@@ -190,7 +190,7 @@ impl State {
 
 /// SplitMix64: tiny, and good enough for xids and jitter, which need to differ between
 /// clients, not to be secret.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Rng(u64);
 
 impl Rng {
@@ -203,7 +203,8 @@ impl Rng {
     }
 }
 
-#[derive(Debug)]
+/// `Clone` copies the random state too: a clone sends the same xids (fuzzing uses that).
+#[derive(Debug, Clone)]
 pub struct Client {
     config: ClientConfig,
     rng: Rng,
