@@ -6,7 +6,7 @@ use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use hostnet::dhcp::packet::Op;
-use hostnet::dhcp::{Action, Client, ClientConfig, Message, MessageType, frame};
+use hostnet::dhcp::{Action, Client, ClientConfig, Message, MessageType, StateKind, frame};
 use libfuzzer_sys::fuzz_target;
 
 const MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56];
@@ -69,6 +69,13 @@ fn clients(now: Instant) -> Vec<(Client, u32)> {
     out.push((client.clone(), renew_xid));
     let rebind_xid = last_xid(&client.handle_timeout(now + Duration::from_secs(88)));
     out.push((client, rebind_xid));
+    let states: Vec<StateKind> = out.iter().map(|(client, _)| client.state()).collect();
+    use StateKind::*;
+    assert_eq!(
+        states,
+        [Selecting, Requesting, Rebooting, Renewing, Rebinding],
+        "the setup drifted"
+    );
     out
 }
 
