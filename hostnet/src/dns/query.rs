@@ -258,7 +258,7 @@ impl Query {
         if packet.rcode() == RCODE::NameError {
             return Ok(Answer::NoSuchName);
         }
-        let target = follow_cnames(&packet, ours).map_err(malformed)?;
+        let (target, chain_ttl) = follow_cnames(&packet, ours).map_err(malformed)?;
         let addresses: Vec<Address> = packet
             .answers
             .iter()
@@ -269,7 +269,11 @@ impl Query {
                     (RData::AAAA(a), RecordType::Aaaa) => IpAddr::V6(Ipv6Addr::from(a.address)),
                     _ => return None,
                 };
-                Some(Address { ip, ttl: rr.ttl })
+                // An address reached through a CNAME is only as fresh as the CNAME.
+                Some(Address {
+                    ip,
+                    ttl: rr.ttl.min(chain_ttl),
+                })
             })
             .collect();
         Ok(if addresses.is_empty() {
@@ -289,20 +293,23 @@ impl Query {
 }
 
 /// The name the answer's addresses belong to: `start`, or where its CNAME chain in the answer
-/// section ends. Records for other names are left alone (a resolver may add unrelated ones).
-fn follow_cnames<'a>(packet: &'a Packet<'a>, start: Name<'a>) -> Result<Name<'a>, String> {
+/// section ends, with the chain's lowest TTL. Records for other names are left alone (a
+/// resolver may add unrelated ones).
+fn follow_cnames<'a>(packet: &'a Packet<'a>, start: Name<'a>) -> Result<(Name<'a>, u32), String> {
     let mut current = start;
+    let mut ttl = u32::MAX;
     let mut seen: Vec<Name<'a>> = Vec::new();
     loop {
         let next = packet.answers.iter().find_map(|rr| match &rr.rdata {
             RData::CNAME(cname) if rr.class == CLASS::IN && rr.name == current => {
-                Some(cname.0.clone())
+                Some((cname.0.clone(), rr.ttl))
             }
             _ => None,
         });
-        let Some(next) = next else {
-            return Ok(current);
+        let Some((next, hop_ttl)) = next else {
+            return Ok((current, ttl));
         };
+        ttl = ttl.min(hop_ttl);
         seen.push(current);
         if seen.contains(&next) {
             return Err(format!("the CNAME chain loops back to {next}"));

@@ -79,6 +79,18 @@ fn follows_a_cname_to_the_address_of_its_target() {
 }
 
 #[test]
+fn an_address_behind_a_cname_lives_no_longer_than_the_cname() {
+    let mut bytes = fixture("unbound_cname_a.hex");
+    // The CNAME's TTL (@38..42): 3600 -> 10.
+    bytes[40] = 0;
+    bytes[41] = 10;
+    let answer = query("www.github.com", RecordType::A, 0x4d2e)
+        .check_response(&bytes)
+        .unwrap();
+    assert_eq!(addresses(answer), vec![(ip("140.82.121.4"), 10)]);
+}
+
+#[test]
 fn reads_every_aaaa_record_with_its_ttl() {
     let answer = query("example.com", RecordType::Aaaa, 0x0777)
         .check_response(&fixture("dnsmasq_aaaa.hex"))
