@@ -26,9 +26,7 @@ pub use net_plan::{
     Addressing, CaCertificate, Device, FetchPolicy, HostEntry, InterfacePlan, NetworkPlan,
 };
 pub use network::{FetchDecl, HostEntryDecl, InterfaceDecl, NetworkDecl};
-pub use plan::{
-    AppOverrides, AppPlan, EmbeddedImage, FetchSpec, PodPlan, PodsPlan, RestartPolicy,
-};
+pub use plan::{AppOverrides, AppPlan, EmbeddedImage, FetchSpec, PodPlan, PodsPlan, RestartPolicy};
 pub use pods::{AppDecl, MountDecl, PodDecl, VolumeDecl, VolumeKindDecl};
 pub use pods_render::AvailableImage;
 pub use sections::{DiskDecl, FileDecl, Format, ImageDecl, SigningDecl, TrustDecl};

@@ -269,7 +269,11 @@ impl HostDecl {
         let dns = d
             .dns
             .as_ref()
-            .map(|list| list.iter().map(|s| s.parse()).collect::<Result<Vec<_>, _>>())
+            .map(|list| {
+                list.iter()
+                    .map(|s| s.parse())
+                    .collect::<Result<Vec<_>, _>>()
+            })
             .transpose()
             .map_err(|_| self.plan_bad(&at("dns"), "is not a list of IPv4 addresses"))?;
         Ok(InterfacePlan {

@@ -151,7 +151,9 @@ fn is_interface_name(s: &str) -> bool {
 /// trailing `/`. Returns it without the `/`.
 pub(crate) fn name_prefix(p: &str) -> Option<&str> {
     let bare = p.strip_suffix('/').unwrap_or(p);
-    aci::manifest::AcIdentifier::new(bare).is_ok().then_some(bare)
+    aci::manifest::AcIdentifier::new(bare)
+        .is_ok()
+        .then_some(bare)
 }
 
 impl HostDecl {
@@ -223,7 +225,11 @@ impl HostDecl {
             ));
         }
         match (iface.dhcp, &iface.address) {
-            (Some(false), None) => return Err(DeclError::Missing { at: self.site(&at("address")) }),
+            (Some(false), None) => {
+                return Err(DeclError::Missing {
+                    at: self.site(&at("address")),
+                });
+            }
             (Some(true), Some(_)) => {
                 return Err(self.net_bad(
                     &at("address"),
@@ -239,8 +245,7 @@ impl HostDecl {
             _ => {}
         }
         if let Some(address) = &iface.address {
-            let (own, _) =
-                parse_cidr(address).map_err(|why| self.net_bad(&at("address"), why))?;
+            let (own, _) = parse_cidr(address).map_err(|why| self.net_bad(&at("address"), why))?;
             if let Some(g) = &iface.gateway {
                 let gw: Ipv4Addr = g.parse().map_err(|_| {
                     self.net_bad(&at("gateway"), format!("{g:?} is not an IPv4 address"))
@@ -279,7 +284,9 @@ impl HostDecl {
             let IpAddr::V4(v4) = addr else {
                 return Err(self.net_bad(
                     &field,
-                    format!("{d} is an IPv6 address; init configures IPv4 only, so DNS servers are IPv4"),
+                    format!(
+                        "{d} is an IPv6 address; init configures IPv4 only, so DNS servers are IPv4"
+                    ),
                 ));
             };
             usable_host(v4).map_err(|why| self.net_bad(&field, why))?;

@@ -87,10 +87,12 @@ impl HostDecl {
         manifest.volumes = self.pod_volumes(i)?;
         // The checks before should leave nothing for this one; it guards the contract with
         // init should they ever drift.
-        manifest.validate_with(mode).map_err(|e| DeclError::Invalid {
-            at: self.site(&pod_field(i, "")),
-            reason: format!("renders to an invalid pod manifest: {e}"),
-        })?;
+        manifest
+            .validate_with(mode)
+            .map_err(|e| DeclError::Invalid {
+                at: self.site(&pod_field(i, "")),
+                reason: format!("renders to an invalid pod manifest: {e}"),
+            })?;
         Ok(PodPlan {
             name: pod.name.clone(),
             manifest,
