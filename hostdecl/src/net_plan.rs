@@ -60,7 +60,8 @@ pub enum Device {
 #[serde(tag = "method", rename_all = "lowercase", deny_unknown_fields)]
 pub enum Addressing {
     /// DHCPv4: address, prefix, router, DNS servers (unless declared), MTU from the lease.
-    Dhcp,
+    /// (A struct variant, so that `deny_unknown_fields` holds for it too.)
+    Dhcp {},
     Static {
         address: Ipv4Addr,
         /// 0 to 32.
@@ -244,7 +245,7 @@ impl HostDecl {
             Device::Name(d.name.clone())
         };
         let addressing = match &d.address {
-            None => Addressing::Dhcp,
+            None => Addressing::Dhcp {},
             Some(a) => {
                 let (address, prefix) =
                     parse_cidr(a).map_err(|why| self.plan_bad(&at("address"), &why))?;
