@@ -77,6 +77,13 @@ pub fn build(d: &Declaration, arch: Arch, out: &Path, opts: &BuildOptions) -> Re
     let pods_json = pods
         .to_json_pretty()
         .context("rendering the pods plan as JSON")?;
+    // The network plan carries the [fetch] CA certificates, read here: a missing or broken
+    // CA file fails the build before the kernel, too.
+    let network_json = d
+        .decl
+        .network_plan(&d.inputs)?
+        .to_json_pretty()
+        .context("rendering the network plan as JSON")?;
 
     // 2. Kernel and init.
     let k = kernel::resolve_for_decl(&d.decl, &d.inputs, arch)?;
@@ -98,6 +105,7 @@ pub fn build(d: &Declaration, arch: Arch, out: &Path, opts: &BuildOptions) -> Re
     seed.input("arch", arch.as_str().as_bytes());
     seed.input("declaration", rendered.as_bytes());
     seed.input("pods", &pods_json);
+    seed.input("network", &network_json);
     seed.input("epoch", &epoch.to_le_bytes());
     seed.input("kernel", &embed::sha256(&kernel_bytes));
     seed.input("init", &embed::sha256(init));
@@ -153,6 +161,7 @@ pub fn build(d: &Declaration, arch: Arch, out: &Path, opts: &BuildOptions) -> Re
         Kind::File(pods_json.clone()),
         0o644,
     )?;
+    initramfs.add(hostimg::NETWORK_PLAN_PATH, Kind::File(network_json), 0o644)?;
     for (path, bytes) in &trust.files {
         initramfs.add(path, Kind::File(bytes.clone()), 0o644)?;
     }

@@ -132,13 +132,37 @@ fn pod_without_apps_names_the_pod() {
 }
 
 #[test]
-fn pod_app_with_an_image_neither_embedded_nor_pinned_names_the_field() {
+fn pod_app_with_an_image_not_embedded_and_no_trust_key_for_it_names_the_field() {
     let c = Case::new(&format!(
         "{HEAD}\n[[pod]]\nname = \"web\"\n[[pod.app]]\nname = \"main\"\nimage = \"example.com/web:1.0\"\n"
     ));
     let err = c.refused(&[]);
-    assert!(err.contains("pod[0].app[0].image"), "{err}");
-    assert!(err.contains("example.com/web"), "{err}");
+    c.assert_at(&err, 8, 9, "pod[0].app[0].image");
+    assert!(err.contains("app web/main"), "{err}");
+    assert!(
+        err.contains("no [[trust]] key covers example.com/web"),
+        "{err}"
+    );
+}
+
+#[test]
+fn missing_ca_file_names_the_field() {
+    let c = Case::new(&format!("{HEAD}[fetch]\nca = [\"certs/test-ca.pem\"]\n"));
+    let err = c.refused(&[]);
+    c.assert_at(&err, 4, 7, "fetch.ca[0]");
+    assert!(err.contains("certs/test-ca.pem does not exist"), "{err}");
+}
+
+#[test]
+fn ca_file_without_certificates_names_the_field() {
+    let c = Case::new(&format!(
+        "{HEAD}[fetch]\nca = [\"ca.pem\"]\n[kernel]\nprebuilt = {{ x86_64 = \"bzImage\" }}\n"
+    ));
+    std::fs::write(c.path("ca.pem"), "not a certificate\n").unwrap();
+    fake_bzimage(&c.path("bzImage"));
+    let err = c.refused(&[]);
+    c.assert_at(&err, 4, 7, "fetch.ca[0]");
+    assert!(err.contains("holds no PEM certificate"), "{err}");
 }
 
 #[test]

@@ -52,6 +52,13 @@ pub enum FileProblem {
     /// Neither a regular file nor a directory (a device, a socket, a dangling symlink...).
     NotAFile,
     Unreadable(io::Error),
+    /// A PEM file expected to hold certificates holds none.
+    NoCertificates,
+    /// A PEM file that does not parse; the text says where.
+    BadPem(String),
+    /// A file that should hold certificates holds a private key (which must not go into an
+    /// image).
+    PrivateKey,
 }
 
 impl fmt::Display for FileProblem {
@@ -61,6 +68,13 @@ impl fmt::Display for FileProblem {
             FileProblem::Directory { expected } => write!(f, "is a directory, not {expected}"),
             FileProblem::NotAFile => f.write_str("is not a regular file"),
             FileProblem::Unreadable(e) => write!(f, "cannot be read ({e})"),
+            FileProblem::NoCertificates => f.write_str(
+                "holds no PEM certificate (no -----BEGIN CERTIFICATE----- block)",
+            ),
+            FileProblem::BadPem(why) => write!(f, "is not valid PEM ({why})"),
+            FileProblem::PrivateKey => f.write_str(
+                "holds a private key: a CA file for the image holds certificates only, never secrets",
+            ),
         }
     }
 }

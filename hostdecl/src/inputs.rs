@@ -50,6 +50,8 @@ pub struct Inputs {
     pub images: Vec<ImageInput>,
     pub trust: Vec<TrustInput>,
     pub files: Vec<FileInput>,
+    /// `[fetch] ca`: extra CA certificate files, in declared order.
+    pub ca: Vec<FileRef>,
 }
 
 impl Inputs {
@@ -186,6 +188,17 @@ impl HostDecl {
             });
         }
 
+        let mut ca = Vec::new();
+        for (i, c) in self.fetch.ca.iter().enumerate() {
+            ca.push(self.file(
+                dir,
+                &format!("fetch.ca[{i}]"),
+                c,
+                "CA certificate file",
+                "a PEM file",
+            )?);
+        }
+
         Ok(Inputs {
             signing_key,
             kernel_source,
@@ -194,6 +207,7 @@ impl HostDecl {
             images,
             trust,
             files,
+            ca,
         })
     }
 

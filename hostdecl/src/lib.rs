@@ -3,7 +3,10 @@
 //! `docs/host-toml.md` documents every field.
 
 mod errors;
+mod fetch_spec;
 mod inputs;
+pub mod net_plan;
+mod network;
 pub mod plan;
 mod pods;
 mod pods_check;
@@ -19,7 +22,11 @@ use serde::{Deserialize, Serialize};
 
 pub use errors::{DeclError, FileProblem, KeyHint, Located, Site};
 pub use inputs::{FileInput, FileRef, ImageInput, Inputs, TrustInput, check_file};
-pub use plan::{AppOverrides, AppPlan, EmbeddedImage, PodPlan, PodsPlan, RestartPolicy};
+pub use net_plan::{
+    Addressing, CaCertificate, Device, FetchPolicy, HostEntry, InterfacePlan, NetworkPlan,
+};
+pub use network::{FetchDecl, HostEntryDecl, InterfaceDecl, NetworkDecl};
+pub use plan::{AppOverrides, AppPlan, EmbeddedImage, FetchSpec, PodPlan, PodsPlan, RestartPolicy};
 pub use pods::{AppDecl, MountDecl, PodDecl, VolumeDecl, VolumeKindDecl};
 pub use pods_render::AvailableImage;
 pub use sections::{DiskDecl, FileDecl, Format, ImageDecl, SigningDecl, TrustDecl};
@@ -137,6 +144,12 @@ pub struct HostDecl {
     /// `[[pod]]`: the pods init runs. Rendered for init separately, as [`PodsPlan`].
     #[serde(default, rename = "pod", skip_serializing)]
     pub pods: Vec<PodDecl>,
+    /// `[network]`: rendered for init separately, as [`NetworkPlan`].
+    #[serde(default, skip_serializing)]
+    pub network: NetworkDecl,
+    /// `[fetch]`: how images not embedded are fetched at boot (in [`NetworkPlan`]).
+    #[serde(default, skip_serializing)]
+    pub fetch: FetchDecl,
     /// Where each field was written, for errors found after parsing.
     #[serde(skip)]
     origin: Origin,
@@ -165,6 +178,10 @@ const PLACES: &[&str] = &[
     "pod.app",
     "pod.app.mounts",
     "pod.volume",
+    "network",
+    "network.interface",
+    "network.host",
+    "fetch",
 ];
 
 /// The keys valid in each table, taken from the structs' `Deserialize`.
@@ -184,6 +201,10 @@ fn keys_at(place: &str) -> Option<&'static [&'static str]> {
         "pod.app" => fields_of::<AppDecl>(),
         "pod.app.mounts" => fields_of::<MountDecl>(),
         "pod.volume" => fields_of::<VolumeDecl>(),
+        "network" => fields_of::<NetworkDecl>(),
+        "network.interface" => fields_of::<InterfaceDecl>(),
+        "network.host" => fields_of::<HostEntryDecl>(),
+        "fetch" => fields_of::<FetchDecl>(),
         _ => return None,
     })
 }
@@ -307,3 +328,7 @@ impl HostDecl {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_fetch;
+#[cfg(test)]
+mod tests_network;

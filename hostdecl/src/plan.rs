@@ -1,12 +1,19 @@
 //! The pods as the builder plans them for init: written as JSON into the initramfs at
 //! [`hostimg::PODS_PLAN_PATH`] (inside the signed UKI), read by init at boot.
 //!
-//! Each pod is an appc pod manifest that is runnable (every app names its image by ID), plus
-//! what appc has no field for: each app's restart policy and the declaration's overrides of the
-//! image's `app` (init merges them over the image manifest at boot, because for an image that
-//! is not embedded only init ever sees the manifest). `images` lists the embedded images: the
-//! payload files init imports into the store, with the ID and name the builder found, so a
-//! refusal can name the file.
+//! Each pod is an appc pod manifest, plus what appc has no field for: each app's restart
+//! policy, the declaration's overrides of the image's `app` (init merges them over the image
+//! manifest at boot, because for an image that is not embedded only init ever sees the
+//! manifest), and for an image init fetches at boot its [`FetchSpec`]. The manifest is
+//! runnable (every app names its image by ID) except where an app's image is fetched without
+//! a pinned ID: that app's `image` has name and labels only, as in a pod template, until init
+//! fetched it and knows the ID. `images` lists the embedded images: the payload files init
+//! imports into the store, with the ID and name the builder found, so a refusal can name the
+//! file.
+//!
+//! Older plans (no `fetch`) read the same: every new field defaults.
+
+use std::collections::BTreeMap;
 
 use aci::manifest::{EnvironmentVariable, EventHandler, Isolator, MountPoint, PodManifest};
 use serde::{Deserialize, Serialize};
@@ -27,7 +34,8 @@ pub struct PodsPlan {
 pub struct PodPlan {
     /// The declared name (an AC name): console prefix, cgroup, state and log directories.
     pub name: String,
-    /// Runnable: every app's `image.id` is set. Apps carry no `app` object (see `apps`).
+    /// Runnable, but for apps fetched without a pinned ID (their `image.id` is absent; see
+    /// [`AppPlan::fetch`]). Apps carry no `app` object (see `apps`).
     pub manifest: PodManifest,
     /// One entry per app of `manifest.apps`, same order, same names.
     pub apps: Vec<AppPlan>,
@@ -42,6 +50,50 @@ pub struct AppPlan {
     pub restart: RestartPolicy,
     #[serde(default)]
     pub overrides: AppOverrides,
+    /// Set when no embedded image of this arch is the app's: init looks for the image in
+    /// the store (by the pinned ID, else by name and labels) and otherwise fetches it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fetch: Option<FetchSpec>,
+}
+
+/// How init gets an app's image that the payload does not carry: the appc request (name and
+/// labels, `os` and `arch` always among them), discovered by name unless `url` is given.
+/// Whatever arrives must be signed by a key the initramfs trust store holds for `name`'s
+/// prefix (the builder refused the declaration if it has none), carry `name` and every
+/// label, and have `pinned_id` if given.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FetchSpec {
+    /// The image name (an AC identifier).
+    pub name: String,
+    /// `version` (when the app string gave one), `os` = `linux`, `arch` = this build's appc
+    /// arch (`amd64`, `aarch64`), and any other label the app string gave.
+    pub labels: BTreeMap<String, String>,
+    /// The image ID the declaration pins (`id`): the fetched image must have it, and a store
+    /// that already holds it needs no fetch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pinned_id: Option<String>,
+    /// A plain image URL (`image_url`, placeholders rendered for this build) instead of
+    /// discovery.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// With `url`: its minisign signature's URL, derived as discovery derives it (the
+    /// template's `{ext}` as `aci.minisig`, else `.minisig` added to the URL's path).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature_url: Option<String>,
+    /// `[fetch] allow_http` covers `name`: discovery and fetch may use `http://`.
+    #[serde(default)]
+    pub allow_http: bool,
+}
+
+impl FetchSpec {
+    /// The appc request init discovers and checks the fetched manifest against.
+    pub fn request(&self) -> aci::discovery::App {
+        aci::discovery::App {
+            name: self.name.clone(),
+            labels: self.labels.clone(),
+        }
+    }
 }
 
 /// When init starts an app again after its main process ended.

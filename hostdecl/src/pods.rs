@@ -34,9 +34,17 @@ pub struct AppDecl {
     /// the arch's `arch` label unless given.
     pub image: String,
     /// The image ID the app runs (`sha512-` and 128 hex digits): must be the matching
-    /// embedded image's, or names an image the store already holds.
+    /// embedded image's; for an image fetched at boot, the fetched image must have it (and a
+    /// store already holding it needs no fetch).
     #[serde(default)]
     pub id: Option<String>,
+    /// Fetch the image from this `https://` (or, where `[fetch] allow_http` covers the name,
+    /// `http://`) URL instead of discovering it by name. Discovery's placeholders (`{name}`,
+    /// `{version}`, `{os}`, `{arch}`, `{ext}`, any label) are rendered per build; the
+    /// signature is at the same URL with `{ext}` = `aci.minisig`, or `.minisig` added to the
+    /// path. Used only where no embedded image of the build is the app's.
+    #[serde(default)]
+    pub image_url: Option<String>,
     #[serde(default)]
     pub exec: Option<Vec<String>>,
     #[serde(default)]

@@ -195,6 +195,7 @@ impl HostDecl {
         let request =
             AppString::parse(&a.image).map_err(|e| self.bad(&at("image"), e.to_string()))?;
         self.check_os_arch(&at("image"), &request)?;
+        self.check_image_url(i, j, &request)?;
         let pin = match &a.id {
             None => None,
             Some(id) => Some(ImageId::parse_full(id).map_err(|_| {
@@ -299,6 +300,7 @@ impl HostDecl {
                 name: a.name.clone(),
                 restart: a.restart,
                 overrides,
+                fetch: None,
             },
         })
     }

@@ -1,10 +1,13 @@
 //! Rendering `[[pod]]` for one arch into the [`PodsPlan`] init reads: each app's image
-//! resolved to an image ID (an embedded image of this arch matching its app string, or its
-//! pin), each pod a runnable appc pod manifest.
+//! resolved to an embedded image of this arch matching its app string, or else to an image
+//! init fetches at boot (`fetch_spec`), pinned or by name and labels; each pod an appc pod
+//! manifest, runnable but for fetched images without a pin.
 
-use aci::manifest::{AcIdentifier, ImageId, Label, Labels, PodManifest, RuntimeApp, RuntimeImage};
+use aci::manifest::{
+    AcIdentifier, ImageId, Label, Labels, PodManifest, PodMode, RuntimeApp, RuntimeImage,
+};
 
-use crate::plan::{EmbeddedImage, PodPlan, PodsPlan};
+use crate::plan::{EmbeddedImage, FetchSpec, PodPlan, PodsPlan};
 use crate::pods_check::{AppParts, app_field, pod_field};
 use crate::{Arch, DeclError, HostDecl};
 
@@ -28,8 +31,9 @@ impl Arch {
 impl HostDecl {
     /// The pods for `arch`, given the images its payload carries. An app runs the one embedded
     /// image whose manifest has the app string's name and labels (with `os=linux` and this
-    /// arch's `arch` added unless written), or else its pinned `id` (init finds that image in
-    /// the store); a pin must agree with the embedded image that matches.
+    /// arch's `arch` added unless written); a pin must agree with the embedded image that
+    /// matches. With none, init fetches the image at boot (its store first), which needs a
+    /// `[[trust]]` key covering the name.
     pub fn pods_plan(&self, arch: Arch, images: &[AvailableImage]) -> Result<PodsPlan, DeclError> {
         let mut pods = Vec::new();
         for i in 0..self.pods.len() {
@@ -51,8 +55,9 @@ impl HostDecl {
         let mut apps = Vec::new();
         let mut plans = Vec::new();
         for j in 0..pod.apps.len() {
-            let parts = self.app_parts(i, j)?;
-            let (id, labels) = self.resolve(i, j, &parts, arch, images)?;
+            let mut parts = self.app_parts(i, j)?;
+            let (id, labels, fetch) = self.resolve(i, j, &parts, arch, images)?;
+            parts.plan.fetch = fetch;
             let name =
                 AcIdentifier::new(parts.request.name.as_str()).map_err(|e| DeclError::Invalid {
                     at: self.site(&app_field(i, j, "image")),
@@ -62,7 +67,7 @@ impl HostDecl {
                 name: parts.name,
                 image: RuntimeImage {
                     name: Some(name),
-                    id: Some(id),
+                    id,
                     labels,
                 },
                 app: None,
@@ -72,14 +77,22 @@ impl HostDecl {
             });
             plans.push(parts.plan);
         }
+        // Runnable unless an app's image is fetched without a pin (its ID comes at boot).
+        let mode = if apps.iter().all(|a| a.image.id.is_some()) {
+            PodMode::Reified
+        } else {
+            PodMode::Template
+        };
         let mut manifest = PodManifest::new(apps);
         manifest.volumes = self.pod_volumes(i)?;
         // The checks before should leave nothing for this one; it guards the contract with
-        // init (a runnable manifest) should they ever drift.
-        manifest.validate().map_err(|e| DeclError::Invalid {
-            at: self.site(&pod_field(i, "")),
-            reason: format!("renders to an invalid pod manifest: {e}"),
-        })?;
+        // init should they ever drift.
+        manifest
+            .validate_with(mode)
+            .map_err(|e| DeclError::Invalid {
+                at: self.site(&pod_field(i, "")),
+                reason: format!("renders to an invalid pod manifest: {e}"),
+            })?;
         Ok(PodPlan {
             name: pod.name.clone(),
             manifest,
@@ -87,8 +100,9 @@ impl HostDecl {
         })
     }
 
-    /// The image ID app `j` of pod `i` runs on `arch`, and the labels its manifest entry asks
-    /// for.
+    /// The image ID app `j` of pod `i` runs on `arch` (`None`: fetched at boot, not pinned),
+    /// the labels its manifest entry asks for, and how init fetches it when no embedded image
+    /// is the app's.
     fn resolve(
         &self,
         i: usize,
@@ -96,7 +110,7 @@ impl HostDecl {
         parts: &AppParts,
         arch: Arch,
         images: &[AvailableImage],
-    ) -> Result<(ImageId, Labels), DeclError> {
+    ) -> Result<(Option<ImageId>, Labels, Option<FetchSpec>), DeclError> {
         let bad = |field: &str, reason: String| DeclError::Invalid {
             at: self.site(&app_field(i, j, field)),
             reason,
@@ -119,7 +133,11 @@ impl HostDecl {
             .collect();
         let pin = parts.pin.as_ref();
         let chosen = match (matching.as_slice(), pin) {
-            ([], None) => return Err(bad("image", self.no_image(&request, arch, images))),
+            ([], None) => {
+                let near = self.near(&request, images);
+                let spec = self.fetch_spec((i, j), &request, None, arch, &near)?;
+                return Ok((None, labels, Some(spec)));
+            }
             ([], Some(pin)) => {
                 if let Some(c) = images.iter().find(|c| c.embedded.id == pin.as_str()) {
                     let why = request
@@ -135,7 +153,9 @@ impl HostDecl {
                         ),
                     ));
                 }
-                return Ok((pin.clone(), labels));
+                let near = self.near(&request, images);
+                let spec = self.fetch_spec((i, j), &request, Some(pin), arch, &near)?;
+                return Ok((Some(pin.clone()), labels, Some(spec)));
             }
             ([one], None) => one,
             (many, Some(pin)) => match many.iter().find(|c| c.embedded.id == pin.as_str()) {
@@ -169,16 +189,12 @@ impl HostDecl {
         };
         let id =
             ImageId::parse_full(&chosen.embedded.id).map_err(|e| bad("image", e.to_string()))?;
-        Ok((id, labels))
+        Ok((Some(id), labels, None))
     }
 
-    /// Why no embedded image fits, with the closest candidates' mismatch.
-    fn no_image(
-        &self,
-        request: &aci::discovery::App,
-        arch: Arch,
-        images: &[AvailableImage],
-    ) -> String {
+    /// Why no embedded image fits, as the closest candidates' mismatch (` (near: ...)`), or
+    /// nothing.
+    fn near(&self, request: &aci::discovery::App, images: &[AvailableImage]) -> String {
         let near: Vec<String> = images
             .iter()
             .filter(|c| c.embedded.name == request.name)
@@ -189,12 +205,10 @@ impl HostDecl {
                     .map(|e| format!("{}: {e}", c.embedded.file))
             })
             .collect();
-        let mut s = format!(
-            "no embedded image of this {arch} build is {request}, and no `id` is pinned: embed one with [[image]] or pin the `id` of an image the store holds"
-        );
-        if !near.is_empty() {
-            s.push_str(&format!(" (near: {})", near.join("; ")));
+        if near.is_empty() {
+            String::new()
+        } else {
+            format!(" (embedded but not matching: {})", near.join("; "))
         }
-        s
     }
 }

@@ -37,6 +37,8 @@ impl HostDecl {
         self.validate_images()?;
         self.validate_trust()?;
         self.validate_files()?;
+        self.validate_network()?;
+        self.validate_fetch()?;
         self.validate_pods()
     }
 

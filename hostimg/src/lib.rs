@@ -40,6 +40,9 @@ pub const TRUST_PATH: &str = "/etc/hostos/trust";
 
 /// In the initramfs: the pods the builder planned for init (`hostdecl::PodsPlan`, JSON).
 pub const PODS_PLAN_PATH: &str = "/etc/hostos/pods.json";
+/// In the initramfs: the network plan (`hostdecl::NetworkPlan`, JSON): interfaces, static
+/// hosts, and the fetch policy (plain-HTTP prefixes, extra CA certificates).
+pub const NETWORK_PLAN_PATH: &str = "/etc/hostos/network.json";
 /// On the data partition: the appc image store (blobs, rendered trees).
 pub const STORE_DIR: &str = "/var/lib/hostos/store";
 /// On the data partition: per pod, `empty` volumes (`<pod>/volumes/<name>`, made afresh at

@@ -90,12 +90,28 @@ impl Runtime {
     fn prepare_pod(&mut self, pod: &PodPlan, images: &Images) -> Result<Vec<AppSpec>, String> {
         let mut planned = Vec::new();
         for (index, app) in pod.manifest.apps.iter().enumerate() {
-            let id = app
-                .image
-                .id
-                .as_ref()
-                .ok_or_else(|| format!("app {} names no image ID", app.name.as_str()))?;
-            let image = images.prepare(id).map_err(|e| fatal::chain(&e))?;
+            // An image the builder planned to fetch at boot: until init fetches, it must be in
+            // the store already (by its pinned ID), or the pod cannot start.
+            let fetch = pod.apps.get(index).and_then(|a| a.fetch.as_ref());
+            let Some(id) = app.image.id.as_ref() else {
+                return Err(match fetch {
+                    Some(f) => format!(
+                        "app {}: image {} is not present (fetching images at boot is not built yet)",
+                        app.name.as_str(),
+                        f.request()
+                    ),
+                    None => format!("app {} names no image ID", app.name.as_str()),
+                });
+            };
+            let image = images.prepare(id).map_err(|e| match fetch {
+                Some(f) => format!(
+                    "app {}: image {} is not present (fetching images at boot is not built yet): {}",
+                    app.name.as_str(),
+                    f.request(),
+                    fatal::chain(&e)
+                ),
+                None => fatal::chain(&e),
+            })?;
             for report in &image.reports {
                 say(&pod.name, PodEvent::Image(&report.to_string()));
             }
