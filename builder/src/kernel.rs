@@ -229,6 +229,7 @@ fn cache_entry(
 
 /// The merged `.config` the cache holds for `req` (what `build` would return without building)
 /// and the requests of its fragments; `None` when that kernel has not been built yet.
+#[cfg(test)]
 pub(crate) fn cached_config(
     req: &KernelRequest,
 ) -> Result<(Option<PathBuf>, Vec<config::Request>)> {

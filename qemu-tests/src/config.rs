@@ -5,7 +5,7 @@
 use std::ffi::OsString;
 use std::path::PathBuf;
 
-use hostos_qemu::{CommandLine, DiskFormat, Firmware, Serial, Vm};
+use hostos_qemu::{CommandLine, DiskBus, DiskFormat, Firmware, Serial, Vm};
 
 use crate::{Arch, HarnessError, env_flag, host_arch, logs_dir};
 
@@ -55,6 +55,11 @@ impl QemuConfig {
     /// parallel can boot the same built image.
     pub fn disk_snapshot(self, path: impl Into<PathBuf>, format: DiskFormat) -> Self {
         self.map(|c| c.disk_snapshot(path, format))
+    }
+
+    /// The controller every disk hangs off (virtio-blk unless set).
+    pub fn disk_bus(self, bus: DiskBus) -> Self {
+        self.map(|c| c.disk_bus(bus))
     }
 
     pub fn firmware(self, firmware: Firmware) -> Self {

@@ -38,7 +38,7 @@ use std::time::Duration;
 pub use builder::{BuiltImage, build_image, build_image_with, builder_bin, kernel};
 pub use config::QemuConfig;
 pub use hostos_qemu::{
-    Arch, DiskFormat, Firmware, Qmp, QmpError, Serial, Shutdown, Vm, disk, qmp, wait_until,
+    Arch, DiskBus, DiskFormat, Firmware, Qmp, QmpError, Serial, Shutdown, Vm, disk, qmp, wait_until,
 };
 
 /// Every way booting, watching or building can fail: `hostos-qemu`'s error, which also has
