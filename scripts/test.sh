@@ -33,6 +33,12 @@ cp -r images/hello.toml images/aci "$elsewhere/"
 rm -rf "$elsewhere"
 trap - EXIT
 
+# Both kernels, before the tests: the builder's hardening test reads their merged configs from
+# the cache (and fails, naming the command, if they are missing), and every boot test uses them.
+echo "test: building (or reusing) both kernels" >&2
+"$HOSTOS_BUILDER" kernel --arch x86_64 >/dev/null
+"$HOSTOS_BUILDER" kernel --arch aarch64 >/dev/null
+
 echo "test: cargo test --workspace (unit, round trips, interop, QEMU boot tests)" >&2
 cargo test --workspace --locked
 
