@@ -224,6 +224,9 @@ pub enum PodEvent<'a> {
     Image(&'a str),
     /// The pod does not start; the error chain names the image, the key and the reason.
     Refused(&'a str),
+    /// The app's image is not in the store: init fetches it (`<name>,<labels>`) and starts
+    /// the pod once every image of it is there.
+    WaitingForImage(&'a str),
     IsolatorIgnored {
         name: &'a str,
         why: &'a str,
@@ -317,6 +320,9 @@ impl fmt::Display for Line<'_> {
                     PodEvent::Preparing => f.write_str("preparing"),
                     PodEvent::Image(report) => f.write_str(report),
                     PodEvent::Refused(chain) => write!(f, "refused: {}", one_line(chain)),
+                    PodEvent::WaitingForImage(image) => {
+                        write!(f, "waiting for image {image} (fetching it)")
+                    }
                     PodEvent::IsolatorIgnored { name, why } => {
                         write!(f, "isolator {name} ignored: {why}")
                     }

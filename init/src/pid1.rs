@@ -1,5 +1,6 @@
 //! The PID1 lifecycle: bring the host up, wait for events, shut down in order.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -7,12 +8,13 @@ use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::time::{ClockId, clock_gettime};
 
-use crate::console::{self, Line, ShutdownReason};
+use crate::console::{self, Line, PodEvent, ShutdownReason};
 use crate::decl::{self, Settings};
 use crate::error::InitError;
 use crate::fatal;
 use crate::hostname;
 use crate::mount::{self, EARLY_MOUNTS, RealMountOps};
+use crate::pod::pending::{Pending, Wanted};
 use crate::pod::runtime::{self, Runtime};
 use crate::power_button::{Activity, INPUT_DIR, PowerButtons};
 use crate::reap;
@@ -58,6 +60,10 @@ struct Host {
     /// The pods' executor; `None` when the image declares no pods (or they could not start).
     runtime: Option<Runtime>,
     supervisor: Supervisor,
+    /// Pods waiting for images fetched at boot.
+    pending: Pending,
+    /// The fetches the waiting pods need, not yet handed to the fetcher.
+    wanted: Vec<Wanted>,
     /// Set once a shutdown began while apps still ran: why, and until when to wait for them.
     stopping: Option<Stopping>,
 }
@@ -125,6 +131,8 @@ fn boot(started: Instant, boottime: Option<nix::sys::time::TimeSpec>) -> Result<
         next_scan: Some(Instant::now() + RESCAN_INTERVAL),
         runtime: None,
         supervisor: Supervisor::new(Vec::new(), started),
+        pending: Pending::default(),
+        wanted: Vec::new(),
         stopping: None,
     };
     host.start_pods();
@@ -148,14 +156,40 @@ impl Host {
                 hostimg::DATA_MOUNT
             ));
         }
-        match Runtime::prepare(&plan) {
-            Ok((mut rt, apps)) => {
-                self.supervisor = Supervisor::new(apps, self.started);
-                self.supervisor.start_all(&mut rt);
-                self.runtime = Some(rt);
+        let mut rt = match Runtime::new(&plan) {
+            Ok(rt) => rt,
+            Err(e) => return console::warn(&format!("pods not started: {e}")),
+        };
+        let mut apps = Vec::new();
+        for pod in &plan.pods {
+            console::emit(&Line::Pod {
+                who: &pod.name,
+                event: PodEvent::Preparing,
+            });
+            let mut ids = BTreeMap::new();
+            let missing = rt.missing_images(pod, &mut ids);
+            if !missing.is_empty() {
+                let wanted = self.pending.wait(pod, ids, missing);
+                for w in &wanted {
+                    console::emit(&Line::Pod {
+                        who: &w.who,
+                        event: PodEvent::WaitingForImage(&w.fetch.request().to_string()),
+                    });
+                }
+                self.wanted.extend(wanted);
+                continue;
             }
-            Err(e) => console::warn(&format!("pods not started: {e}")),
+            match rt.prepare_pod(pod, &ids) {
+                Ok(a) => apps.extend(a),
+                Err(e) => console::emit(&Line::Pod {
+                    who: &pod.name,
+                    event: PodEvent::Refused(&e),
+                }),
+            }
         }
+        self.supervisor = Supervisor::new(apps, self.started);
+        self.supervisor.start_all(&mut rt);
+        self.runtime = Some(rt);
     }
 
     /// The event loop. Returns only the error that ends it; a shutdown never returns unless

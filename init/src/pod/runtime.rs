@@ -3,6 +3,7 @@
 //! processes for the supervisor ([`Launcher`]). A pod whose image is refused, or that cannot
 //! be planned, is reported and left out; the others go on.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd};
@@ -10,6 +11,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use aci::manifest::ImageId;
 use aci::manifest::VolumeKind;
 use hostdecl::{PodPlan, PodsPlan};
 use nix::fcntl::OFlag;
@@ -41,8 +43,18 @@ struct AppRt {
 pub struct Runtime {
     spawner: Spawner,
     cgroups: Cgroups,
+    images: Images,
     pods: Vec<PodRt>,
     apps: Vec<AppRt>,
+}
+
+/// An app of a pod whose image init must fetch before the pod can start.
+#[derive(Debug, Clone)]
+pub struct MissingImage {
+    /// The app's index in the pod manifest.
+    pub index: usize,
+    pub app: String,
+    pub fetch: hostdecl::FetchSpec,
 }
 
 /// Reads the plan; `None` when the image has no pods (or no plan file at all).
@@ -61,8 +73,8 @@ fn say(who: &str, event: PodEvent<'_>) {
 }
 
 impl Runtime {
-    /// Prepares every pod of `plan`; returns the runtime and the supervisor's apps, in order.
-    pub fn prepare(plan: &PodsPlan) -> Result<(Runtime, Vec<AppSpec>), String> {
+    /// The executor's host side: the spawner, the host cgroups and the image store.
+    pub fn new(plan: &PodsPlan) -> Result<Runtime, String> {
         let spawner = Spawner::new().map_err(|e| fatal::chain(&e))?;
         let cgroups = Cgroups::default();
         cgroups
@@ -70,48 +82,83 @@ impl Runtime {
             .map_err(|e| fatal::chain(&e))?;
         let images =
             Images::open(&ImagePaths::boot(), plan.images.clone()).map_err(|e| fatal::chain(&e))?;
-        let mut rt = Runtime {
+        Ok(Runtime {
             spawner,
             cgroups,
+            images,
             pods: Vec::new(),
             apps: Vec::new(),
-        };
-        let mut specs = Vec::new();
-        for pod in &plan.pods {
-            say(&pod.name, PodEvent::Preparing);
-            match rt.prepare_pod(pod, &images) {
-                Ok(apps) => specs.extend(apps),
-                Err(e) => say(&pod.name, PodEvent::Refused(&e)),
-            }
-        }
-        Ok((rt, specs))
+        })
     }
 
-    fn prepare_pod(&mut self, pod: &PodPlan, images: &Images) -> Result<Vec<AppSpec>, String> {
+    /// The store the images live in (the fetcher writes into it).
+    pub fn store(&self) -> &aci::store::Store {
+        self.images.store()
+    }
+
+    /// The apps of `pod` whose image must be fetched first: a fetch spec, and neither its
+    /// pinned ID nor (unpinned) an image of that name and labels in the store. With the
+    /// others, `found` gets the ID the store has for each fetched-spec app already there.
+    pub fn missing_images(
+        &self,
+        pod: &PodPlan,
+        found: &mut BTreeMap<usize, ImageId>,
+    ) -> Vec<MissingImage> {
+        let mut missing = Vec::new();
+        for (index, app) in pod.manifest.apps.iter().enumerate() {
+            let Some(fetch) = pod.apps.get(index).and_then(|a| a.fetch.clone()) else {
+                continue;
+            };
+            let store = self.images.store();
+            let have = match &app.image.id {
+                Some(id) => store.get(id.as_str()).ok().map(|r| r.id),
+                None => {
+                    let labels: Vec<(String, String)> = fetch
+                        .labels
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect();
+                    store.find(&fetch.name, &labels).ok().map(|r| r.id)
+                }
+            };
+            match have {
+                Some(id) => {
+                    found.insert(index, id);
+                }
+                None => missing.push(MissingImage {
+                    index,
+                    app: app.name.as_str().to_owned(),
+                    fetch,
+                }),
+            }
+        }
+        missing
+    }
+
+    /// Prepares one pod: `ids` gives the image of each app the plan names by fetch spec only
+    /// (its key is the app's index); returns the supervisor's apps, which come after every
+    /// app prepared before, in order.
+    pub fn prepare_pod(
+        &mut self,
+        pod: &PodPlan,
+        ids: &BTreeMap<usize, ImageId>,
+    ) -> Result<Vec<AppSpec>, String> {
+        let images = self.images.clone();
+        self.prepare_pod_with(pod, &images, ids)
+    }
+
+    fn prepare_pod_with(
+        &mut self,
+        pod: &PodPlan,
+        images: &Images,
+        ids: &BTreeMap<usize, ImageId>,
+    ) -> Result<Vec<AppSpec>, String> {
         let mut planned = Vec::new();
         for (index, app) in pod.manifest.apps.iter().enumerate() {
-            // An image the builder planned to fetch at boot: until init fetches, it must be in
-            // the store already (by its pinned ID), or the pod cannot start.
-            let fetch = pod.apps.get(index).and_then(|a| a.fetch.as_ref());
-            let Some(id) = app.image.id.as_ref() else {
-                return Err(match fetch {
-                    Some(f) => format!(
-                        "app {}: image {} is not present (fetching images at boot is not built yet)",
-                        app.name.as_str(),
-                        f.request()
-                    ),
-                    None => format!("app {} names no image ID", app.name.as_str()),
-                });
+            let Some(id) = ids.get(&index).or(app.image.id.as_ref()) else {
+                return Err(format!("app {} names no image ID", app.name.as_str()));
             };
-            let image = images.prepare(id).map_err(|e| match fetch {
-                Some(f) => format!(
-                    "app {}: image {} is not present (fetching images at boot is not built yet): {}",
-                    app.name.as_str(),
-                    f.request(),
-                    fatal::chain(&e)
-                ),
-                None => fatal::chain(&e),
-            })?;
+            let image = images.prepare(id).map_err(|e| fatal::chain(&e))?;
             for report in &image.reports {
                 say(&pod.name, PodEvent::Image(&report.to_string()));
             }

@@ -111,6 +111,23 @@ struct Slot {
     main_started_once: bool,
 }
 
+impl Slot {
+    fn new(spec: AppSpec, now: Instant) -> Slot {
+        Slot {
+            log: LogFile::new(&spec.log_dir, &spec.app, LOG_CAP),
+            spec,
+            phase: Phase::Done,
+            proc: None,
+            splitter: LineSplitter::default(),
+            restarts: 0,
+            delay: BACKOFF_START,
+            run_started: now,
+            failed: false,
+            main_started_once: false,
+        }
+    }
+}
+
 pub struct Supervisor {
     slots: Vec<Slot>,
     init_started: Instant,
@@ -122,25 +139,29 @@ impl Supervisor {
     pub fn new(apps: Vec<AppSpec>, init_started: Instant) -> Supervisor {
         let now = Instant::now();
         Supervisor {
-            slots: apps
-                .into_iter()
-                .map(|spec| Slot {
-                    log: LogFile::new(&spec.log_dir, &spec.app, LOG_CAP),
-                    spec,
-                    phase: Phase::Done,
-                    proc: None,
-                    splitter: LineSplitter::default(),
-                    restarts: 0,
-                    delay: BACKOFF_START,
-                    run_started: now,
-                    failed: false,
-                    main_started_once: false,
-                })
-                .collect(),
+            slots: apps.into_iter().map(|spec| Slot::new(spec, now)).collect(),
             init_started,
             all_started_said: false,
             stopping: false,
         }
+    }
+
+    /// Adds the apps of a pod prepared later (its images fetched at boot) and starts their
+    /// first runs. Their indexes follow the apps already here, as the launcher's do; "all
+    /// started" is said again once these are up too.
+    pub fn add_and_start(&mut self, apps: Vec<AppSpec>, l: &mut dyn Launcher) {
+        if self.stopping || apps.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        let first = self.slots.len();
+        self.slots
+            .extend(apps.into_iter().map(|spec| Slot::new(spec, now)));
+        self.all_started_said = false;
+        for i in first..self.slots.len() {
+            self.start_run(i, l);
+        }
+        self.say_all_started();
     }
 
     pub fn is_empty(&self) -> bool {

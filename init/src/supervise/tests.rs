@@ -168,3 +168,33 @@ fn stop_sends_sigterm_to_the_group_then_runs_post_stop() {
     assert!(log.ends_with("got-term\npost-stop\n"), "{log}");
     assert_eq!(sup.restarts(0), 0, "no restart while stopping");
 }
+
+#[test]
+fn apps_added_later_get_the_next_indexes_and_start_while_the_first_run_on() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut l = ShLauncher {
+        scripts: vec!["sleep 30".into(), "echo late".into()],
+        post_stop: vec![None, None],
+        launches: Vec::new(),
+    };
+    let mut sup = Supervisor::new(
+        vec![spec(dir.path(), "early", RestartPolicy::Never)],
+        Instant::now(),
+    );
+    sup.start_all(&mut l);
+    // A pod whose image arrived later (fetched at boot).
+    sup.add_and_start(vec![spec(dir.path(), "late", RestartPolicy::Never)], &mut l);
+    assert_eq!(l.launches, [(0, Role::Main), (1, Role::Main)]);
+    drive(&mut sup, &mut l, |s| s.done(1));
+    assert!(!sup.done(0), "the first app is still running");
+    let log = std::fs::read_to_string(dir.path().join("late.log")).expect("log");
+    assert_eq!(log, "late\n");
+    sup.stop(Signal::SIGTERM);
+    drive(&mut sup, &mut l, Supervisor::idle);
+    // Stopping: nothing is added any more.
+    sup.add_and_start(
+        vec![spec(dir.path(), "never", RestartPolicy::Never)],
+        &mut l,
+    );
+    assert_eq!(l.launches.len(), 2);
+}
