@@ -13,12 +13,22 @@
 //! by [`netlink::Iface`] (index and name) so that every error says which one failed.
 
 pub mod cidr;
+pub mod config;
+pub mod dhcp_io;
+pub mod event;
 pub mod netlink;
+pub mod resolv;
+pub mod service;
+#[cfg(test)]
+mod service_tests;
 #[cfg(test)]
 mod tests;
 
 pub use cidr::Ipv4Cidr;
+pub use config::{DhcpTiming, IfaceConfig, IfaceMode, IfaceName, NetConfig, RunPaths};
+pub use event::NetEvent;
 use netlink::{Iface, Link, LinkType, NetlinkError, NewAddress, Rtnl};
+pub use service::{NetError, NetworkService};
 
 /// The first Ethernet interface by index (the NIC the firmware or hypervisor lists first).
 /// Loopback and other hardware types (tunnels, `sit0`) are never chosen.
