@@ -22,6 +22,8 @@ pub mod service;
 #[cfg(test)]
 mod service_tests;
 #[cfg(test)]
+mod test_server;
+#[cfg(test)]
 mod tests;
 
 pub use cidr::Ipv4Cidr;
