@@ -12,24 +12,25 @@
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
-use std::io;
 use std::net::IpAddr;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::time::Instant;
 
 use hostnet::dhcp::frame::{self, FrameError};
-use hostnet::dhcp::{Action, Client, ClientConfig, Destination, Event, Lease, LossReason};
+use hostnet::dhcp::{Client, ClientConfig, Lease};
 
 use super::config::{DhcpTiming, IfaceConfig, IfaceMode, IfaceName, NetConfig, RunPaths};
 use super::dhcp_io::{PacketSocket, RECV_BUF, RecvBuf, SocketError, UnicastSocket};
 use super::event::NetEvent;
 use super::netlink::{
     Iface, Link, LinkEvent, LinkEventKind, LinkType, LinkWatcher, NetlinkError, NewAddress,
-    RouteProtocol, RouteSpec, Rtnl,
+    RouteProtocol, Rtnl,
 };
 use super::resolv::{self, RunFileError};
 use super::{Ipv4Cidr, bring_up_loopback};
 use crate::fatal::chain;
+
+mod lease;
 
 /// Packets handled per socket per `on_ready`: the poll is level-triggered, so a flood is
 /// worked off a batch per loop turn and cannot starve init's other duties.
@@ -236,13 +237,15 @@ impl NetworkService {
         self.read_link_events(now);
         let mut buf: RecvBuf = [0; RECV_BUF];
         for slot in 0..self.slots.len() {
+            if let SlotState::Dhcp(d) = &self.slots[slot].state
+                && let Some(unicast) = &d.unicast
+            {
+                unicast.drain();
+            }
             for _ in 0..RECV_BATCH {
                 let SlotState::Dhcp(d) = &mut self.slots[slot].state else {
                     break;
                 };
-                if let Some(unicast) = &d.unicast {
-                    unicast.drain();
-                }
                 let len = match d.packet.try_recv(&mut buf) {
                     Ok(Some(len)) => len,
                     Ok(None) => break,
@@ -475,173 +478,39 @@ impl NetworkService {
             }
             return;
         }
-        let SlotState::Dhcp(d) = &mut self.slots[slot].state else {
+        let SlotState::Dhcp(d) = &self.slots[slot].state else {
             return;
         };
         if event.carrier == d.carrier {
             return;
         }
-        d.carrier = event.carrier;
+        // Events queue up while init is busy, so this one may predate the last change (our
+        // own `set_link_up` among them): the kernel's current state decides.
+        let carrier = self
+            .rtnl
+            .links()
+            .ok()
+            .and_then(|links| {
+                links
+                    .into_iter()
+                    .find(|l| l.iface.index == event.iface.index)
+            })
+            .map_or(event.carrier, |l| l.is_lower_up());
+        let SlotState::Dhcp(d) = &mut self.slots[slot].state else {
+            return;
+        };
+        if carrier == d.carrier {
+            return;
+        }
+        d.carrier = carrier;
         let iface = d.iface.name.clone();
-        let actions = d.client.link_changed(event.carrier, now);
-        self.pending.push(if event.carrier {
+        let actions = d.client.link_changed(carrier, now);
+        self.pending.push(if carrier {
             NetEvent::LinkUp { iface }
         } else {
             NetEvent::LinkDown { iface }
         });
         self.run(slot, actions, now);
-    }
-
-    /// Carries out a client's actions in order.
-    fn run(&mut self, slot: usize, actions: Vec<Action>, now: Instant) {
-        for action in actions {
-            let SlotState::Dhcp(d) = &mut self.slots[slot].state else {
-                return;
-            };
-            match action {
-                Action::Send(transmit) => {
-                    if let Err(e) = send(d, &transmit) {
-                        self.warn(&e);
-                    }
-                }
-                Action::Event(Event::LeaseAcquired(lease)) => self.apply(slot, lease, now, true),
-                Action::Event(Event::LeaseRenewed(lease)) => self.apply(slot, lease, now, false),
-                Action::Event(Event::LeaseLost { lease, reason }) => {
-                    self.remove(slot, &lease, reason)
-                }
-            }
-        }
-    }
-
-    /// Puts a lease on the interface: the address with the lease's remaining time as its
-    /// lifetime (so the kernel drops it if init never gets to), MTU, routes, DNS.
-    fn apply(&mut self, slot: usize, lease: Lease, now: Instant, acquired: bool) {
-        let SlotState::Dhcp(d) = &mut self.slots[slot].state else {
-            return;
-        };
-        let iface = d.iface.clone();
-        let address = lease_cidr(&lease);
-        let fail = |source| NetError::ApplyLease {
-            iface: iface.name.clone(),
-            address,
-            source,
-        };
-        let mut warnings = Vec::new();
-        if let Some(old) = d.applied.take().filter(|old| lease_cidr(old) != address)
-            && let Err(e) = self.rtnl.delete_address(&iface, lease_cidr(&old))
-        {
-            warnings.push(fail(e));
-        }
-        let secs = lease.expires_at().saturating_duration_since(now).as_secs();
-        let secs = u32::try_from(secs).unwrap_or(u32::MAX); // u32::MAX is "forever"
-        let new = NewAddress::new(address).with_lifetime(secs, secs);
-        if let Err(e) = self.rtnl.replace_address(&iface, &new) {
-            // Without the address nothing else applies; the next renewal tries again.
-            return self.warn(&fail(e));
-        }
-        if let Some(mtu) = lease.mtu
-            && let Err(e) = self.rtnl.set_mtu(&iface, u32::from(mtu))
-        {
-            warnings.push(fail(e));
-        }
-        if let Some(gateway) = lease.gateway {
-            let set = self.rtnl.replace_default_route(
-                &iface,
-                address,
-                gateway,
-                RouteProtocol::Dhcp,
-                None,
-            );
-            if let Err(e) = set {
-                warnings.push(fail(e));
-            }
-        }
-        for route in classless_routes(&lease) {
-            if let Err(e) = self.rtnl.replace_route(&iface, &route) {
-                warnings.push(fail(e));
-            }
-        }
-        let SlotState::Dhcp(d) = &mut self.slots[slot].state else {
-            return;
-        };
-        if d.unicast.as_ref().map(UnicastSocket::address) != Some(lease.address) {
-            d.unicast = None;
-            match UnicastSocket::open(&iface, lease.address) {
-                Ok(socket) => d.unicast = Some(socket),
-                Err(source) => warnings.push(NetError::Dhcp {
-                    iface: iface.name.clone(),
-                    source,
-                }),
-            }
-        }
-        let (gateway, lease_secs) = (lease.gateway, lease.lease_time.as_secs());
-        d.applied = Some(lease);
-        for w in &warnings {
-            self.warn(w);
-        }
-        self.write_resolv();
-        let (iface, dns) = (iface.name, self.dns_servers());
-        self.pending.push(if acquired {
-            NetEvent::LeaseAcquired {
-                iface,
-                address,
-                gateway,
-                dns,
-                lease_secs,
-            }
-        } else {
-            NetEvent::LeaseRenewed {
-                iface,
-                address,
-                gateway,
-                dns,
-                lease_secs,
-            }
-        });
-    }
-
-    /// Takes a lost lease off the interface: routes first, then the address. Either may be
-    /// gone already (the kernel ends an address when its lifetime runs out, and its routes
-    /// with it), which is what was wanted.
-    fn remove(&mut self, slot: usize, lease: &Lease, reason: LossReason) {
-        let SlotState::Dhcp(d) = &mut self.slots[slot].state else {
-            return;
-        };
-        let iface = d.iface.clone();
-        d.unicast = None;
-        d.applied = None;
-        let address = lease_cidr(lease);
-        let mut routes = classless_routes(lease);
-        if let Some(gateway) = lease.gateway {
-            routes.push(RouteSpec::default_via(gateway, RouteProtocol::Dhcp));
-            if !address.contains(gateway) {
-                let host = Ipv4Cidr::host(gateway);
-                routes.push(RouteSpec::on_link(host, RouteProtocol::Dhcp));
-            }
-        }
-        let fail = |source| NetError::RemoveLease {
-            iface: iface.name.clone(),
-            address,
-            source,
-        };
-        for route in &routes {
-            match self.rtnl.delete_route(&iface, route) {
-                Err(e) if !has_errno(&e, &[libc::ESRCH, libc::ENOENT]) => self.warn(&fail(e)),
-                _ => {}
-            }
-        }
-        match self.rtnl.delete_address(&iface, address) {
-            Err(e) if !has_errno(&e, &[libc::EADDRNOTAVAIL, libc::ENODEV]) => self.warn(&fail(e)),
-            _ => {}
-        }
-        self.write_resolv();
-        let dns = self.dns_servers();
-        self.pending.push(NetEvent::LeaseLost {
-            iface: iface.name,
-            address,
-            reason,
-            dns,
-        });
     }
 
     /// Rewrites resolv.conf if the servers (or the lease's domain) changed.
@@ -659,62 +528,6 @@ impl NetworkService {
             Err(e) => self.warn(&NetError::RunFile(e)),
         }
     }
-}
-
-/// Sends one message: a broadcast through the packet socket, a unicast renewal through the
-/// UDP socket bound to the lease (or, if that socket could not be opened, as an Ethernet
-/// broadcast, which still reaches the server on the link).
-fn send(d: &DhcpIface, transmit: &hostnet::dhcp::Transmit) -> Result<(), NetError> {
-    let iface = || d.iface.name.clone();
-    if let (Destination::Unicast(server), Some(udp)) = (transmit.destination, &d.unicast)
-        && udp.address() == transmit.source
-    {
-        return udp
-            .send(server, &transmit.payload)
-            .map_err(|source| NetError::Dhcp {
-                iface: iface(),
-                source,
-            });
-    }
-    let packet = transmit.to_ipv4().map_err(|source| NetError::Wrap {
-        iface: iface(),
-        source,
-    })?;
-    d.packet
-        .broadcast(&packet)
-        .map_err(|source| NetError::Dhcp {
-            iface: iface(),
-            source,
-        })
-}
-
-fn lease_cidr(lease: &Lease) -> Ipv4Cidr {
-    // hostnet derives prefix_len from a mask, so it is at most 32.
-    Ipv4Cidr::new(lease.address, lease.prefix_len).unwrap_or(Ipv4Cidr::host(lease.address))
-}
-
-/// The lease's classless routes (RFC 3442) other than the default route, which the gateway
-/// stands for; a gateway of 0.0.0.0 means on the link.
-fn classless_routes(lease: &Lease) -> Vec<RouteSpec> {
-    lease
-        .routes
-        .iter()
-        .filter(|r| r.prefix_len > 0)
-        .filter_map(|r| {
-            let dst = Ipv4Cidr::new(r.destination, r.prefix_len).ok()?;
-            let mut spec = RouteSpec::on_link(dst, RouteProtocol::Dhcp);
-            spec.gateway = Some(r.gateway).filter(|g| !g.is_unspecified());
-            Some(spec)
-        })
-        .collect()
-}
-
-/// Whether a netlink error's cause is one of these errnos.
-fn has_errno(err: &NetlinkError, codes: &[i32]) -> bool {
-    std::error::Error::source(err)
-        .and_then(|s| s.downcast_ref::<io::Error>())
-        .and_then(io::Error::raw_os_error)
-        .is_some_and(|code| codes.contains(&code))
 }
 
 /// The client's random seed: std's per-process random keys (from getrandom, without
