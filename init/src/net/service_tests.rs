@@ -328,3 +328,51 @@ fn static_config_applies_address_route_and_mtu_at_once() {
         assert!(!tap0.is_up(), "the unnamed device is left alone");
     });
 }
+
+#[test]
+fn an_auto_interface_moves_to_the_next_ethernet_device_when_its_own_goes_away() {
+    in_netns(|| {
+        let first = Tap::create("tap0");
+        let mut h = Harness::start(dhcp_config());
+        let up = |name: &'static str| move |e: &NetEvent| matches!(e, NetEvent::LinkUp { iface } if iface == name);
+        h.run_until(None, "tap0 up", |events, _| events.iter().any(up("tap0")));
+
+        drop(first);
+        h.run_until(None, "tap0 gone", |events, _| {
+            events
+                .iter()
+                .any(|e| matches!(e, NetEvent::LinkDown { iface } if iface == "tap0"))
+        });
+        let _second = Tap::create("tap1");
+        h.run_until(None, "tap1 taken over", |events, _| {
+            events.iter().any(up("tap1"))
+        });
+        let mut rtnl = Rtnl::open().unwrap();
+        assert!(rtnl.link_by_name("tap1").unwrap().unwrap().is_up());
+    });
+}
+
+#[test]
+fn a_hostname_the_hosts_file_cannot_hold_is_a_warning_not_a_failure() {
+    in_netns(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = RunPaths {
+            resolv_conf: dir.path().join("resolv.conf"),
+            hosts: dir.path().join("hosts"),
+        };
+        let config = NetConfig {
+            interfaces: vec![],
+            extra_dns: vec![IpAddr::from([1, 1, 1, 1])],
+            ..NetConfig::default()
+        };
+        let mut service = NetworkService::start(config, paths, "bad name", Instant::now()).unwrap();
+        let events = service.on_timer(Instant::now());
+        assert!(
+            matches!(&events[..], [NetEvent::Warning(w)] if w.contains("bad name")),
+            "{events:#?}"
+        );
+        assert!(!dir.path().join("hosts").exists());
+        let resolv = fs::read_to_string(dir.path().join("resolv.conf")).unwrap();
+        assert_eq!(resolv, "nameserver 1.1.1.1\n");
+    });
+}
