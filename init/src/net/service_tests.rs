@@ -5,6 +5,7 @@
 
 use std::fs;
 use std::net::{IpAddr, Ipv4Addr};
+use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
 use hostnet::dhcp::{LossReason, MessageType};
@@ -12,6 +13,7 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
 use super::Ipv4Cidr;
 use super::config::{DhcpTiming, IfaceConfig, IfaceMode, IfaceName, NetConfig, RunPaths};
+use super::dhcp_io::{PacketSocket, RECV_BUF};
 use super::event::NetEvent;
 use super::netlink::{RouteProtocol, Rtnl};
 use super::service::NetworkService;
@@ -374,5 +376,40 @@ fn a_hostname_the_hosts_file_cannot_hold_is_a_warning_not_a_failure() {
         assert!(!dir.path().join("hosts").exists());
         let resolv = fs::read_to_string(dir.path().join("resolv.conf")).unwrap();
         assert_eq!(resolv, "nameserver 1.1.1.1\n");
+    });
+}
+
+#[test]
+fn the_packet_socket_sees_udp_to_port_68_and_nothing_else() {
+    in_netns(|| {
+        let tap = Tap::create("tap0");
+        let mut rtnl = Rtnl::open().unwrap();
+        let iface = rtnl.link_by_name("tap0").unwrap().unwrap().iface;
+        rtnl.set_link_up(&iface).unwrap();
+        let socket = PacketSocket::open(&iface).unwrap();
+        let frame = |port: u16, payload: &[u8]| {
+            let mut frame = vec![0xff; 6];
+            frame.extend(SERVER_MAC);
+            frame.extend([0x08, 0x00]);
+            frame.extend(test_server::ipv4_udp(Ipv4Addr::BROADCAST, port, payload));
+            frame
+        };
+        // Another service's broadcast, then a DHCP reply's: only the second gets through.
+        rustix::io::write(&tap.fd, &frame(9999, b"not for dhcp")).unwrap();
+        rustix::io::write(&tap.fd, &frame(68, b"for the client")).unwrap();
+        let mut buf = [0u8; RECV_BUF];
+        let mut fds = [PollFd::new(socket.as_fd(), PollFlags::POLLIN)];
+        poll(&mut fds, PollTimeout::from(5000u16)).unwrap();
+        let len = socket
+            .try_recv(&mut buf)
+            .unwrap()
+            .expect("the port 68 datagram");
+        let datagram = hostnet::dhcp::frame::unwrap(&buf[..len]).unwrap();
+        assert_eq!(datagram.payload, b"for the client");
+        assert_eq!(
+            socket.try_recv(&mut buf).unwrap(),
+            None,
+            "nothing else queued"
+        );
     });
 }

@@ -180,13 +180,13 @@ fn dhcp_reply(frame: &[u8], nak_next: &mut bool, seen: &Sender<Seen>) -> Option<
     out.extend(mac);
     out.extend(SERVER_MAC);
     out.extend([0x08, 0x00]);
-    out.extend(ipv4_udp(destination, &reply.encode()));
+    out.extend(ipv4_udp(destination, 68, &reply.encode()));
     Some(out)
 }
 
-/// IPv4 and UDP headers from the server port to the client port; the UDP checksum is left
-/// 0 ("none"), which receivers accept.
-fn ipv4_udp(destination: Ipv4Addr, payload: &[u8]) -> Vec<u8> {
+/// IPv4 and UDP headers from the server (port 67) to `port`; the UDP checksum is left 0
+/// ("none"), which receivers accept.
+pub fn ipv4_udp(destination: Ipv4Addr, port: u16, payload: &[u8]) -> Vec<u8> {
     let udp_len = u16::try_from(8 + payload.len()).unwrap();
     let total = udp_len + 20;
     let mut out = vec![0x45, 0];
@@ -202,7 +202,7 @@ fn ipv4_udp(destination: Ipv4Addr, payload: &[u8]) -> Vec<u8> {
     let checksum = !((folded & 0xffff) + (folded >> 16)) as u16;
     out[10..12].copy_from_slice(&checksum.to_be_bytes());
     out.extend(67u16.to_be_bytes());
-    out.extend(68u16.to_be_bytes());
+    out.extend(port.to_be_bytes());
     out.extend(udp_len.to_be_bytes());
     out.extend([0, 0]);
     out.extend_from_slice(payload);
