@@ -1,6 +1,9 @@
 //! The host's network configuration, done by init itself: interfaces, IPv4 addresses, routes
 //! and link-state events over NETLINK_ROUTE (`netlink`), and the two choices boot makes
-//! before any DHCP: loopback up, and which interface is "the" Ethernet device.
+//! before any DHCP: loopback up, and which interface is "the" Ethernet device. On top of
+//! those, [`NetworkService`] (`service`) is what init's event loop runs: static and DHCP
+//! interfaces (`config`), the DHCP client's sockets (`dhcp_io`), the files under /run
+//! (`resolv`) and the console events (`event`).
 //!
 //! Design: init speaks rtnetlink directly (rustix sockets, our own ~10 message layouts)
 //! rather than through `netlink-packet-route`, which costs 200–535 KiB for a PID1 that sends
@@ -13,12 +16,24 @@
 //! by [`netlink::Iface`] (index and name) so that every error says which one failed.
 
 pub mod cidr;
+pub mod config;
+pub mod dhcp_io;
+pub mod event;
 pub mod netlink;
+pub mod resolv;
+pub mod service;
+#[cfg(test)]
+mod service_tests;
+#[cfg(test)]
+mod test_server;
 #[cfg(test)]
 mod tests;
 
 pub use cidr::Ipv4Cidr;
+pub use config::{DhcpTiming, IfaceConfig, IfaceMode, IfaceName, NetConfig, RunPaths};
+pub use event::NetEvent;
 use netlink::{Iface, Link, LinkType, NetlinkError, NewAddress, Rtnl};
+pub use service::{NetError, NetworkService};
 
 /// The first Ethernet interface by index (the NIC the firmware or hypervisor lists first).
 /// Loopback and other hardware types (tunnels, `sit0`) are never chosen.

@@ -18,7 +18,7 @@ use super::netlink::{
 use super::{Ipv4Cidr, bring_up_loopback, first_ethernet};
 
 /// Runs `f` on a new thread inside a new, empty network namespace (only `lo`, down).
-fn in_netns(f: impl FnOnce() + Send + 'static) {
+pub(super) fn in_netns(f: impl FnOnce() + Send + 'static) {
     assert!(
         nix::unistd::geteuid().is_root(),
         "the net:: namespace tests create network namespaces and TAP devices and need root; \
@@ -36,8 +36,8 @@ fn in_netns(f: impl FnOnce() + Send + 'static) {
 }
 
 /// A TAP device; it exists while the fd is open, unless made persistent.
-struct Tap {
-    fd: OwnedFd,
+pub(super) struct Tap {
+    pub(super) fd: OwnedFd,
 }
 
 fn ifreq(name: &str) -> libc::ifreq {
@@ -51,7 +51,7 @@ fn ifreq(name: &str) -> libc::ifreq {
 }
 
 impl Tap {
-    fn create(name: &str) -> Tap {
+    pub(super) fn create(name: &str) -> Tap {
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -67,7 +67,7 @@ impl Tap {
     }
 
     /// A persistent TAP outlives its fd, with the carrier off while no fd is attached.
-    fn persist(&self) {
+    pub(super) fn persist(&self) {
         // SAFETY: TUNSETPERSIST takes its argument by value; the fd is an attached TAP.
         let rc = unsafe { libc::ioctl(self.fd.as_raw_fd(), libc::TUNSETPERSIST, 1) };
         assert_eq!(rc, 0, "TUNSETPERSIST: {}", io::Error::last_os_error());
