@@ -55,6 +55,10 @@ pub const POD_LOG_DIR: &str = "/var/log/pods";
 /// On /run (tmpfs): per pod, the files init writes for it (`etc/hosts`, `etc/hostname`,
 /// `etc/resolv.conf`) and each app's root mount point (`<pod>/<app>/root`).
 pub const POD_RUN_DIR: &str = "/run/hostos/pods";
+/// On /run: the host's resolv.conf, which init writes from its leases and gives to pods.
+pub const RESOLV_CONF_PATH: &str = "/run/hostos/resolv.conf";
+/// On /run: the host's hosts file (localhost, the host name, `[[network.host]]`).
+pub const HOSTS_PATH: &str = "/run/hostos/hosts";
 
 /// File names inside the manifest partition: a small tar-free format, see `builder`'s
 /// manifest module: the partition holds `MANIFEST_MAGIC`, then lengths and the two files.

@@ -25,7 +25,15 @@
 //! init: rebooting
 //! init: fatal: <error chain joined with ": ">
 //! init: warning: <message>
+//! init: net <iface>: link up
+//! init: net <iface>: link down
+//! init: net <iface>: lease <addr>/<prefix>, gateway <ip>|no gateway, dns <ip ...>|none, <secs> s (<ms> ms after init start)
+//! init: net <iface>: lease renewed <addr>/<prefix>, gateway <ip>|no gateway, dns <ip ...>|none, <secs> s
+//! init: net <iface>: lease <addr>/<prefix> lost (the server said no|expired|released)
+//! init: net <iface>: static <addr>/<prefix>, gateway <ip>|no gateway
+//! init: net: <warning>
 //! init: pod <pod>: preparing
+//! init: pod <pod>/<app>: waiting for image <name>,<labels> (fetching it)
 //! init: pod <pod>: image <id12> (<name>) verified with key <key id> from <file>
 //! init: pod <pod>: image <id12> (<name>) found in the store
 //! init: pod <pod>: refused: <error chain naming the image, the key and the reason>
@@ -208,6 +216,8 @@ pub enum Line<'a> {
     /// The whole error chain, already joined (see `fatal::chain`).
     Fatal(&'a str),
     Warning(&'a str),
+    /// A network event, already one line (`net eth0: lease ...`, see `net::NetEvent`).
+    Net(&'a str),
     /// Something about a pod or one of its apps: `who` is `<pod>` or `<pod>/<app>`.
     Pod {
         who: &'a str,
@@ -314,6 +324,7 @@ impl fmt::Display for Line<'_> {
             Self::Rebooting => f.write_str("rebooting"),
             Self::Fatal(chain) => write!(f, "fatal: {}", one_line(chain)),
             Self::Warning(message) => write!(f, "warning: {}", one_line(message)),
+            Self::Net(line) => f.write_str(&one_line(line)),
             Self::Pod { who, event } => {
                 write!(f, "pod {who}: ")?;
                 match event {

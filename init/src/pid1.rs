@@ -14,6 +14,8 @@ use crate::error::InitError;
 use crate::fatal;
 use crate::hostname;
 use crate::mount::{self, EARLY_MOUNTS, RealMountOps};
+use crate::net::boot::BootNet;
+use crate::net::from_plan;
 use crate::pod::pending::{Pending, Wanted};
 use crate::pod::runtime::{self, Runtime};
 use crate::power_button::{Activity, INPUT_DIR, PowerButtons};
@@ -60,6 +62,8 @@ struct Host {
     /// The pods' executor; `None` when the image declares no pods (or they could not start).
     runtime: Option<Runtime>,
     supervisor: Supervisor,
+    /// The network the build's plan declares (none: no plan, or it declares no interface).
+    net: Option<BootNet>,
     /// Pods waiting for images fetched at boot.
     pending: Pending,
     /// The fetches the waiting pods need, not yet handed to the fetcher.
@@ -117,6 +121,16 @@ fn boot(started: Instant, boottime: Option<nix::sys::time::TimeSpec>) -> Result<
         fatal::die(&e);
     }
 
+    // The network comes up in the background of the event loop: nothing here waits for it.
+    let net = match from_plan::load(Path::new(hostimg::NETWORK_PLAN_PATH)) {
+        Ok(Some(plan)) => BootNet::start(&plan, &settings.hostname, started),
+        Ok(None) => None,
+        Err(e) => {
+            console::warn(&e);
+            None
+        }
+    };
+
     let signals = Signals::install()?;
     let mut buttons = PowerButtons::new(INPUT_DIR);
     if let Err(e) = buttons.scan() {
@@ -131,6 +145,7 @@ fn boot(started: Instant, boottime: Option<nix::sys::time::TimeSpec>) -> Result<
         next_scan: Some(Instant::now() + RESCAN_INTERVAL),
         runtime: None,
         supervisor: Supervisor::new(Vec::new(), started),
+        net,
         pending: Pending::default(),
         wanted: Vec::new(),
         stopping: None,
@@ -215,6 +230,10 @@ impl Host {
             for token in ready.supervised {
                 self.supervisor.on_ready(token);
             }
+            let dns_changed = self.net.as_mut().is_some_and(|n| n.serve(ready.net));
+            if dns_changed && let Some(rt) = self.runtime.as_ref() {
+                rt.refresh_resolv_conf();
+            }
             // Highest index first: a device that went away is removed from the list.
             for index in ready.devices.into_iter().rev() {
                 match self.buttons.read(index) {
@@ -292,6 +311,7 @@ impl Host {
             self.next_scan,
             self.supervisor.next_deadline(),
             self.stopping.as_ref().map(|s| s.deadline),
+            self.net.as_ref().and_then(BootNet::next_deadline),
         ]
         .into_iter()
         .flatten()
@@ -305,7 +325,8 @@ impl Host {
             None => PollTimeout::NONE,
         };
         let supervised = self.supervisor.fds();
-        let mut fds = Vec::with_capacity(1 + supervised.len() + self.buttons.len());
+        let net = self.net.as_ref().map(BootNet::fds).unwrap_or_default();
+        let mut fds = Vec::with_capacity(1 + supervised.len() + self.buttons.len() + net.len());
         fds.push(PollFd::new(self.signals.fd(), PollFlags::POLLIN));
         fds.extend(
             supervised
@@ -317,6 +338,8 @@ impl Host {
                 .fds()
                 .map(|fd| PollFd::new(fd, PollFlags::POLLIN)),
         );
+        let net_at = fds.len();
+        fds.extend(net.iter().map(|fd| PollFd::new(*fd, PollFlags::POLLIN)));
         match poll(&mut fds, timeout) {
             Ok(_) => {}
             Err(Errno::EINTR) => return Ok(Ready::default()),
@@ -331,17 +354,19 @@ impl Host {
             .filter(|(fd, _)| ready(fd))
             .map(|(_, (_, token))| *token)
             .collect();
-        let devices = fds
+        let devices = fds[..net_at]
             .iter()
             .skip(1 + supervised.len())
             .enumerate()
             .filter(|(_, fd)| ready(fd))
             .map(|(index, _)| index)
             .collect();
+        let net = fds[net_at..].iter().any(ready);
         Ok(Ready {
             signals,
             supervised: tokens,
             devices,
+            net,
         })
     }
 
@@ -376,6 +401,8 @@ struct Ready {
     signals: bool,
     supervised: Vec<crate::supervise::Token>,
     devices: Vec<usize>,
+    /// One of the network service's sockets.
+    net: bool,
 }
 
 #[cfg(test)]

@@ -35,7 +35,7 @@ impl Default for NetConfig {
 pub struct IfaceConfig {
     pub name: IfaceName,
     pub mode: IfaceMode,
-    /// Servers of this interface, after those of its lease.
+    /// Servers of this interface; given, they replace its lease's (as `[network]` says).
     pub dns: Vec<IpAddr>,
 }
 

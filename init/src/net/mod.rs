@@ -15,10 +15,12 @@
 //! Only IPv4 is handled: that is all a DHCPv4 lease configures. Operations name interfaces
 //! by [`netlink::Iface`] (index and name) so that every error says which one failed.
 
+pub mod boot;
 pub mod cidr;
 pub mod config;
 pub mod dhcp_io;
 pub mod event;
+pub mod from_plan;
 pub mod netlink;
 pub mod resolv;
 pub mod service;

@@ -280,12 +280,14 @@ impl NetworkService {
         std::mem::take(&mut self.pending)
     }
 
-    /// The host's DNS servers in order: each interface's lease servers then its configured
-    /// ones, then the extra servers; each once, at most three.
+    /// The host's DNS servers in order: each interface's configured servers, or where it has
+    /// none its lease's, then the extra servers; each once, at most three.
     pub fn dns_servers(&self) -> Vec<IpAddr> {
         let per_iface = self.slots.iter().flat_map(|slot| {
             let leased = match &slot.state {
-                SlotState::Dhcp(d) => d.applied.as_ref().map(|l| l.dns.clone()),
+                SlotState::Dhcp(d) if slot.config.dns.is_empty() => {
+                    d.applied.as_ref().map(|l| l.dns.clone())
+                }
                 _ => None,
             };
             let leased = leased.unwrap_or_default().into_iter().map(IpAddr::V4);

@@ -29,6 +29,7 @@ use crate::pod::sys::spawn::{PodInit, Spawner, start_pod_init};
 use crate::supervise::{AppSpec, Ended, Launched, Launcher};
 
 struct PodRt {
+    name: String,
     init: Option<PodInit>,
 }
 
@@ -233,8 +234,27 @@ impl Runtime {
             });
         }
         let init = start_pod_init(&pod.name, &pod.name, &leaf).map_err(|e| fatal::chain(&e))?;
-        self.pods.push(PodRt { init: Some(init) });
+        self.pods.push(PodRt {
+            name: pod.name.clone(),
+            init: Some(init),
+        });
         Ok(specs)
+    }
+
+    /// The host's DNS servers changed (a lease came, went or changed): every prepared pod's
+    /// /etc/resolv.conf becomes the host's again. Written in place, because apps see the file
+    /// through a bind mount of it, which a rename would leave on the old file.
+    pub fn refresh_resolv_conf(&self) {
+        let host = fs::read_to_string(hostimg::RESOLV_CONF_PATH).ok();
+        let text = plan::resolv_conf(host.as_deref());
+        for pod in &self.pods {
+            let path = Path::new(hostimg::POD_RUN_DIR)
+                .join(&pod.name)
+                .join("etc/resolv.conf");
+            if let Err(e) = fs::write(&path, &text) {
+                console::warn(&format!("updating {}: {e}", path.display()));
+            }
+        }
     }
 
     fn plan_for(&self, app: usize, role: Role) -> Option<&ExecPlan> {
@@ -331,7 +351,7 @@ impl Launcher for Runtime {
 fn write_etc(run: &Path, hostname: &str) -> io::Result<()> {
     let etc = run.join("etc");
     fs::create_dir_all(&etc)?;
-    let host_resolv = fs::read_to_string("/etc/resolv.conf").ok();
+    let host_resolv = fs::read_to_string(hostimg::RESOLV_CONF_PATH).ok();
     fs::write(etc.join("hosts"), plan::hosts_file(hostname))?;
     fs::write(etc.join("hostname"), plan::hostname_file(hostname))?;
     fs::write(
