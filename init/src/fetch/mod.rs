@@ -70,6 +70,8 @@ mod wake;
 mod worker;
 
 #[cfg(test)]
+mod test_server;
+#[cfg(test)]
 mod tests;
 
 use std::os::fd::BorrowedFd;
