@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 pub use app::{App, AppError};
 pub use fetch::{
     FetchError, FetchOptions, FetchedImage, FetchedIntoStore, fetch_discovered,
-    fetch_discovered_into_store, fetch_image, fetch_into_store,
+    fetch_discovered_into_store, fetch_image, fetch_into_store, fetch_pinned_into_store,
 };
 pub use http::{Fetched, HttpClient, HttpError, HttpOptions, Resolver, RootCertificates, Sink};
 pub use meta::{MetaTag, parse_meta_tags};

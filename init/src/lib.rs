@@ -10,6 +10,7 @@ pub mod console;
 pub mod decl;
 pub mod error;
 pub mod fatal;
+pub mod fetch;
 pub mod hostname;
 pub mod mount;
 pub mod net;

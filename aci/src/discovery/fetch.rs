@@ -90,6 +90,13 @@ pub enum FetchError {
         #[source]
         source: AppError,
     },
+    #[error("image {app} from {url} has ID {found}, but {pinned} was pinned; refusing it")]
+    PinMismatch {
+        app: String,
+        url: String,
+        pinned: String,
+        found: String,
+    },
     #[error("opening the downloaded image {path}")]
     Open {
         path: PathBuf,
@@ -177,6 +184,22 @@ pub fn fetch_discovered_into_store(
     store: &Store,
     opts: &FetchOptions,
 ) -> Result<FetchedIntoStore, FetchError> {
+    fetch_pinned_into_store(app, discovered, client, trust, store, opts, None)
+}
+
+/// [`fetch_discovered_into_store`] that, with `pinned` (a full Image ID or a prefix of one),
+/// also refuses an image whose ID does not match it, before anything becomes visible: the ID
+/// is known only once the verified blob is decompressed, so the check sits between that and
+/// the commit.
+pub fn fetch_pinned_into_store(
+    app: &App,
+    discovered: &Discovered,
+    client: &HttpClient,
+    trust: &TrustStore,
+    store: &Store,
+    opts: &FetchOptions,
+    pinned: Option<&str>,
+) -> Result<FetchedIntoStore, FetchError> {
     let store_err = |source| FetchError::Store {
         app: app.to_string(),
         source: Box::new(source),
@@ -187,6 +210,18 @@ pub fn fetch_discovered_into_store(
             .map(StoreReceiver)
             .map_err(store_err)
     })?;
+    let found = &received.summary().id;
+    if let Some(pin) = pinned
+        && !found.matches_prefix(pin)
+    {
+        // Dropping `received` deletes its temp blob and tree.
+        return Err(FetchError::PinMismatch {
+            app: app.to_string(),
+            url: got.endpoint.aci,
+            pinned: pin.to_string(),
+            found: found.to_string(),
+        });
+    }
     let stored = received.commit().map_err(store_err)?;
     Ok(FetchedIntoStore {
         stored,
