@@ -30,6 +30,7 @@
 
 mod builder;
 mod config;
+pub mod image_server;
 pub mod pods;
 
 use std::path::{Path, PathBuf};

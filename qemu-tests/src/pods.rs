@@ -276,7 +276,7 @@ fn flip_gzip_mtime_byte(path: &Path) -> Result<(), HarnessError> {
 }
 
 /// Removes `run-<pid>` directories whose process is gone.
-fn remove_runs_of_gone_processes(root: &Path) -> Result<(), HarnessError> {
+pub(crate) fn remove_runs_of_gone_processes(root: &Path) -> Result<(), HarnessError> {
     let entries = fs::read_dir(root).map_err(io_err("list", root))?;
     for entry in entries.flatten() {
         let name = entry.file_name();
