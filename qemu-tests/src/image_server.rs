@@ -10,9 +10,8 @@
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let server = ImageServer::start(ServerOptions::default())?;
-//! let images = qemu_tests::fetch_images::fetch_images()?;
-//! let amd64 = &images.amd64;
-//! server.add_image(images.name, "1.0", "amd64", &amd64.good.aci, &amd64.good.signature);
+//! // images.test/busybox and images.test/large, for amd64 guests.
+//! qemu_tests::fetch_images::fetch_images()?.serve(&server, qemu_tests::Arch::X86_64);
 //! // host.toml: [fetch] ca = [server.ca_pem_path()], a hosts entry images.test = 10.0.2.100
 //! # let image = qemu_tests::build_image("images/minimal.toml".as_ref(), qemu_tests::Arch::X86_64)?;
 //! let vm = image
