@@ -5,7 +5,7 @@
 #
 #   scripts/busybox-aci.sh OUTDIR SECRET_KEY
 #
-# Each image is `example.com/busybox` (labels version=1.0, os=linux, arch=amd64 or aarch64,
+# Each image is `example.com/busybox` unless BUSYBOX_ACI_NAME says otherwise (labels version=1.0, os=linux, arch=amd64 or aarch64,
 # appc's name for arm64), app exec ["/bin/sh"] as user 0 group 0; the rootfs holds busybox, the applet links tests use,
 # /etc/passwd and /etc/group (root; `app` uid 1000 gid 1000, also in `staff` gid 50; nobody),
 # empty /etc/hosts, /etc/hostname and /etc/resolv.conf for init to mount over, and the empty
@@ -18,6 +18,10 @@
 #   HOSTOS_BUILDER   the builder binary (default: `cargo run -q -p builder --release --`)
 #   BUSYBOX_ACI_VARIANT  a word written to /etc/hostos-variant, so a variant gets its own
 #                    Image ID (the test fixtures' untrusted and tampered images)
+#   BUSYBOX_ACI_NAME     the image name instead of example.com/busybox (the fetch tests'
+#                    images.test/... names, which their discovery server answers for)
+#   BUSYBOX_ACI_EXTRA    a directory whose contents are copied into each rootfs (the fetch
+#                    tests' large image: a file of filler bytes)
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 
@@ -28,8 +32,12 @@ fi
 out="$1"
 key="$2"
 variant="${BUSYBOX_ACI_VARIANT:-}"
+name="${BUSYBOX_ACI_NAME:-example.com/busybox}"
+extra="${BUSYBOX_ACI_EXTRA:-}"
 
 die() { echo "busybox-aci.sh: $*" >&2; exit 1; }
+
+[ -z "$extra" ] || [ -d "$extra" ] || die "BUSYBOX_ACI_EXTRA=$extra is not a directory"
 
 [ -f "$key" ] || die "secret key $key does not exist (make one with: builder key generate -o NAME)"
 if [ -n "${HOSTOS_BUILDER:-}" ]; then
@@ -93,11 +101,14 @@ EOF
   if [ -n "$variant" ]; then
     printf '%s\n' "$variant" >"$rootfs/etc/hostos-variant"
   fi
+  if [ -n "$extra" ]; then
+    cp -R "$extra/." "$rootfs/"
+  fi
   cat >"$dir/manifest" <<EOF
 {
   "acKind": "ImageManifest",
   "acVersion": "0.8.11",
-  "name": "example.com/busybox",
+  "name": "$name",
   "labels": [
     {"name": "version", "value": "1.0"},
     {"name": "os", "value": "linux"},

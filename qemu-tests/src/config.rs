@@ -3,6 +3,7 @@
 //! test boots the command line `builder run` boots.
 
 use std::ffi::OsString;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 
 use hostos_qemu::{CommandLine, DiskBus, DiskFormat, Firmware, Serial, Vm};
@@ -79,6 +80,14 @@ impl QemuConfig {
     /// A virtio-net NIC on QEMU's user-mode network (10.0.2.0/24, DHCP, DNS at 10.0.2.3).
     pub fn user_network(self) -> Self {
         self.map(|c| c.user_network())
+    }
+
+    /// Forwards the guest's connections to `guest_ip:guest_port` on the user network to `host`
+    /// (one `busybox nc` per connection), so each VM can have its own server behind one fixed
+    /// address, e.g. an [`ImageServer`](crate::image_server::ImageServer) at 10.0.2.100:443.
+    /// Implies [`user_network`](Self::user_network).
+    pub fn guest_forward(self, guest_ip: Ipv4Addr, guest_port: u16, host: SocketAddr) -> Self {
+        self.map(|c| c.guest_forward(guest_ip, guest_port, host))
     }
 
     /// Where the serial console goes (tests read it: [`Serial::Stdio`] unless set).

@@ -30,6 +30,8 @@
 
 mod builder;
 mod config;
+pub mod fetch_images;
+pub mod image_server;
 pub mod pods;
 
 use std::path::{Path, PathBuf};

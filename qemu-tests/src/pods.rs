@@ -97,27 +97,24 @@ fn make() -> Result<PodImages, HarnessError> {
     create_dir(&root)?;
     let _lock = lock(&root.join("lock"))?;
     remove_runs_of_gone_processes(&root)?;
-    let keys = root.join("keys");
-    create_dir(&keys)?;
-    let key = key_pair(&builder, &keys, "test")?;
-    let untrusted_key = key_pair(&builder, &keys, "untrusted")?;
+    let (key, untrusted_key) = keys_in(&builder, &root)?;
 
     let dir = root.join(format!("run-{}", std::process::id()));
     if dir.exists() {
         fs::remove_dir_all(&dir).map_err(io_err("remove the old images", &dir))?;
     }
-    let good = script(&builder, &dir, &key.secret, None)?;
+    let good = script(&builder, &dir, &key.secret, &ScriptVars::default())?;
     let untrusted = script(
         &builder,
         &dir.join("untrusted"),
         &untrusted_key.secret,
-        Some("untrusted"),
+        &ScriptVars::variant("untrusted"),
     )?;
     let tampered = script(
         &builder,
         &dir.join("tampered"),
         &key.secret,
-        Some("tampered"),
+        &ScriptVars::variant("tampered"),
     )?;
     let mut per_arch = Vec::new();
     for arch in ["amd64", "arm64"] {
@@ -159,6 +156,26 @@ fn make() -> Result<PodImages, HarnessError> {
     })
 }
 
+/// The test key and the untrusted key (the same pairs [`pod_images`] signs with), generated
+/// once and kept.
+pub fn test_keys() -> Result<(KeyPair, KeyPair), HarnessError> {
+    let builder = builder_bin()?;
+    let root = target_dir().join("qemu-tests-out").join("pod-images");
+    create_dir(&root)?;
+    let _lock = lock(&root.join("lock"))?;
+    keys_in(&builder, &root)
+}
+
+/// `root/keys/{test,untrusted}.*`; the caller holds `root`'s lock.
+fn keys_in(builder: &Path, root: &Path) -> Result<(KeyPair, KeyPair), HarnessError> {
+    let keys = root.join("keys");
+    create_dir(&keys)?;
+    Ok((
+        key_pair(builder, &keys, "test")?,
+        key_pair(builder, &keys, "untrusted")?,
+    ))
+}
+
 /// `keys/<name>.{pub,key}`, generated unless both exist.
 fn key_pair(builder: &Path, keys: &Path, name: &str) -> Result<KeyPair, HarnessError> {
     let pair = KeyPair {
@@ -185,12 +202,32 @@ fn key_pair(builder: &Path, keys: &Path, name: &str) -> Result<KeyPair, HarnessE
     Ok(pair)
 }
 
+/// What `scripts/busybox-aci.sh` is told through its environment.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct ScriptVars {
+    /// `BUSYBOX_ACI_VARIANT`: written to `/etc/hostos-variant`.
+    pub variant: Option<String>,
+    /// `BUSYBOX_ACI_NAME`: the image name (`example.com/busybox` unless set).
+    pub name: Option<String>,
+    /// `BUSYBOX_ACI_EXTRA`: a directory copied into the rootfs.
+    pub extra: Option<PathBuf>,
+}
+
+impl ScriptVars {
+    fn variant(variant: &str) -> ScriptVars {
+        ScriptVars {
+            variant: Some(variant.into()),
+            ..ScriptVars::default()
+        }
+    }
+}
+
 /// Runs `scripts/busybox-aci.sh OUT KEY`; the images it printed (`FILE: ID` lines).
-fn script(
+pub(crate) fn script(
     builder: &Path,
     out: &Path,
     key: &Path,
-    variant: Option<&str>,
+    vars: &ScriptVars,
 ) -> Result<Vec<TestAci>, HarnessError> {
     let script = workspace_root().join("scripts").join("busybox-aci.sh");
     let mut command = Command::new("bash");
@@ -199,15 +236,26 @@ fn script(
         .arg(out)
         .arg(key)
         .env("HOSTOS_BUILDER", builder);
-    match variant {
-        Some(v) => command.env("BUSYBOX_ACI_VARIANT", v),
-        None => command.env_remove("BUSYBOX_ACI_VARIANT"),
-    };
+    let mut shown = String::new();
+    let values = [
+        (
+            "BUSYBOX_ACI_VARIANT",
+            vars.variant.clone().map(PathBuf::from),
+        ),
+        ("BUSYBOX_ACI_NAME", vars.name.clone().map(PathBuf::from)),
+        ("BUSYBOX_ACI_EXTRA", vars.extra.clone()),
+    ];
+    for (name, value) in values {
+        match value {
+            Some(v) => {
+                shown.push_str(&format!("{name}={} ", v.display()));
+                command.env(name, v)
+            }
+            None => command.env_remove(name),
+        };
+    }
     let display = format!(
-        "{}{} {} {}",
-        variant
-            .map(|v| format!("BUSYBOX_ACI_VARIANT={v} "))
-            .unwrap_or_default(),
+        "{shown}{} {} {}",
         script.display(),
         out.display(),
         key.display()
@@ -235,7 +283,7 @@ fn script(
     Ok(built)
 }
 
-fn find(built: &[TestAci], arch: &str) -> Result<TestAci, HarnessError> {
+pub(crate) fn find(built: &[TestAci], arch: &str) -> Result<TestAci, HarnessError> {
     let name = format!("busybox-{arch}.aci");
     built
         .iter()
@@ -249,7 +297,7 @@ fn find(built: &[TestAci], arch: &str) -> Result<TestAci, HarnessError> {
 
 /// Moves an image and its signature to `dir/name` (distinct file names, so one declaration can
 /// embed all of them).
-fn rename(aci: TestAci, dir: &Path, name: &str) -> Result<TestAci, HarnessError> {
+pub(crate) fn rename(aci: TestAci, dir: &Path, name: &str) -> Result<TestAci, HarnessError> {
     let moved = TestAci {
         aci: dir.join(name),
         signature: dir.join(format!("{name}.minisig")),
@@ -276,7 +324,7 @@ fn flip_gzip_mtime_byte(path: &Path) -> Result<(), HarnessError> {
 }
 
 /// Removes `run-<pid>` directories whose process is gone.
-fn remove_runs_of_gone_processes(root: &Path) -> Result<(), HarnessError> {
+pub(crate) fn remove_runs_of_gone_processes(root: &Path) -> Result<(), HarnessError> {
     let entries = fs::read_dir(root).map_err(io_err("list", root))?;
     for entry in entries.flatten() {
         let name = entry.file_name();
@@ -308,13 +356,13 @@ fn run(mut command: Command, display: &str) -> Result<String, HarnessError> {
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
-fn create_dir(path: &Path) -> Result<(), HarnessError> {
+pub(crate) fn create_dir(path: &Path) -> Result<(), HarnessError> {
     fs::create_dir_all(path).map_err(io_err("create", path))
 }
 
 /// An exclusive lock on `path`, held until the file is dropped: test binaries running at the
 /// same time build one after the other.
-fn lock(path: &Path) -> Result<File, HarnessError> {
+pub(crate) fn lock(path: &Path) -> Result<File, HarnessError> {
     let file = OpenOptions::new()
         .create(true)
         .truncate(false)
@@ -325,7 +373,10 @@ fn lock(path: &Path) -> Result<File, HarnessError> {
     Ok(file)
 }
 
-fn io_err(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> HarnessError {
+pub(crate) fn io_err(
+    action: &'static str,
+    path: &Path,
+) -> impl FnOnce(std::io::Error) -> HarnessError {
     let path = path.to_path_buf();
     move |source| HarnessError::Io {
         action,

@@ -22,7 +22,7 @@ fn boots_from(arch: Arch, bus: DiskBus, disk: &str, partition_prefix: &str) {
         .disk_boot(Firmware::Uefi)
         .disk_bus(bus)
         .cpus(2)
-        .name(&format!("cloud-{}", bus.as_str()))
+        .name(format!("cloud-{}", bus.as_str()))
         .start()
         .unwrap_or_else(|e| panic!("{}", e.chain()));
     let found = vm

@@ -2,6 +2,7 @@
 //! project boots with: the machine, CPU, firmware, disks, network and serial per arch.
 
 use std::ffi::OsString;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -87,6 +88,15 @@ pub enum Serial {
     Terminal,
 }
 
+/// A TCP service the guest reaches at a fixed address on the user network, served by a port on
+/// the host that can differ per VM.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct GuestForward {
+    guest_ip: Ipv4Addr,
+    guest_port: u16,
+    host: SocketAddr,
+}
+
 #[derive(Clone, Debug)]
 struct Disk {
     path: PathBuf,
@@ -113,6 +123,7 @@ pub struct QemuConfig {
     kvm: bool,
     serial: Serial,
     user_network: bool,
+    guest_forwards: Vec<GuestForward>,
     extra_args: Vec<OsString>,
     qemu_binary: Option<PathBuf>,
 }
@@ -171,6 +182,7 @@ impl QemuConfig {
             kvm: false,
             serial: Serial::Stdio,
             user_network: false,
+            guest_forwards: Vec::new(),
             extra_args: Vec::new(),
             qemu_binary: None,
         }
@@ -256,6 +268,24 @@ impl QemuConfig {
     /// A virtio-net NIC on QEMU's user-mode network (10.0.2.0/24, DHCP, DNS at 10.0.2.3).
     pub fn user_network(mut self) -> Self {
         self.user_network = true;
+        self
+    }
+
+    /// Forwards the guest's TCP connections to `guest_ip:guest_port` (an otherwise unused
+    /// address of the user network, such as 10.0.2.100) to `host`, one host connection per guest
+    /// connection; implies [`user_network`](Self::user_network). Several may be added.
+    ///
+    /// Each connection runs `busybox nc` (QEMU's `guestfwd=...-cmd:`). QEMU's other form,
+    /// `guestfwd=tcp:IP:PORT-tcp:HOST:PORT`, opens one character device when QEMU starts and
+    /// writes every guest connection into it (net/slirp.c), so a second connection, or a
+    /// server that is not listening yet, breaks it.
+    pub fn guest_forward(mut self, guest_ip: Ipv4Addr, guest_port: u16, host: SocketAddr) -> Self {
+        self.user_network = true;
+        self.guest_forwards.push(GuestForward {
+            guest_ip,
+            guest_port,
+            host,
+        });
         self
     }
 
@@ -394,16 +424,13 @@ impl QemuConfig {
         }
 
         if self.user_network {
+            args.push("-netdev".into());
+            args.push(self.user_netdev()?);
             // `romfile=` leaves out iPXE's option ROM: we never boot from the network, and
             // firmware would spend time loading and starting it.
             push_all(
                 &mut args,
-                &[
-                    "-netdev",
-                    "user,id=net0",
-                    "-device",
-                    "virtio-net-pci,netdev=net0,romfile=",
-                ],
+                &["-device", "virtio-net-pci,netdev=net0,romfile="],
             );
         }
 
@@ -414,6 +441,32 @@ impl QemuConfig {
             args.push(dtb.into());
         }
         Ok(CommandLine { program, args })
+    }
+
+    /// `user,id=net0` and a `guestfwd=` per forward.
+    fn user_netdev(&self) -> Result<OsString, Error> {
+        let mut netdev = OsString::from("user,id=net0");
+        if self.guest_forwards.is_empty() {
+            return Ok(netdev);
+        }
+        let busybox = find_in_path("busybox").ok_or_else(|| Error::MissingTool {
+            what: "busybox (its nc relays guest-forwarded connections)".into(),
+            package: "busybox-static",
+        })?;
+        // QEMU splits the command with g_shell_parse_argv: quote the path in case.
+        let busybox = busybox.to_string_lossy().replace('\'', r"'\''");
+        for fwd in &self.guest_forwards {
+            let rule = format!(
+                "tcp:{}:{}-cmd:'{busybox}' nc {} {}",
+                fwd.guest_ip,
+                fwd.guest_port,
+                fwd.host.ip(),
+                fwd.host.port()
+            );
+            netdev.push(",guestfwd=");
+            netdev.push(rule.replace(',', ",,"));
+        }
+        Ok(netdev)
     }
 
     fn qemu_program(&self) -> Result<PathBuf, Error> {

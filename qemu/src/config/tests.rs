@@ -334,3 +334,35 @@ fn disk_bus_names_parse_and_an_unknown_one_lists_the_choices() {
     let err = "ide".parse::<DiskBus>().unwrap_err();
     assert!(err.contains("\"ide\"") && err.contains("nvme"), "{err}");
 }
+
+#[test]
+fn guest_forwards_relay_each_connection_through_busybox_nc_and_imply_the_user_network() {
+    let dir = Dir::new("guestfwd");
+    let config = QemuConfig::new(Arch::X86_64)
+        .qemu_binary("/bin/true")
+        .guest_forward(
+            Ipv4Addr::new(10, 0, 2, 100),
+            443,
+            "127.0.0.1:40123".parse().unwrap(),
+        )
+        .guest_forward(
+            Ipv4Addr::new(10, 0, 2, 101),
+            80,
+            "127.0.0.1:40124".parse().unwrap(),
+        );
+    let args = argv(&config, &dir).unwrap();
+    let busybox = find_in_path("busybox").expect("busybox on PATH (busybox-static)");
+    let b = busybox.display();
+    assert_eq!(
+        args[args.len() - 4..],
+        [
+            "-netdev".to_string(),
+            format!(
+                "user,id=net0,guestfwd=tcp:10.0.2.100:443-cmd:'{b}' nc 127.0.0.1 40123,\
+                 guestfwd=tcp:10.0.2.101:80-cmd:'{b}' nc 127.0.0.1 40124"
+            ),
+            "-device".to_string(),
+            "virtio-net-pci,netdev=net0,romfile=".to_string(),
+        ]
+    );
+}
