@@ -550,6 +550,23 @@ fn discovers_over_https_with_a_private_ca() {
 }
 
 #[test]
+fn a_private_ca_added_beside_the_web_roots_is_trusted_too() {
+    let body =
+        "<meta name=\"ac-discovery\" content=\"example.com https://example.com/{name}.{ext}\">";
+    let (ca, addr, thread) = tls_server(body, 1);
+    let client = https_client(addr, RootCertificates::WebPkiAnd(vec![ca]));
+    let found = discovery::discover(&App::parse("example.com/app").unwrap(), &client).unwrap();
+    assert_eq!(found.images.len(), 1);
+    thread.join().unwrap();
+    // The web roots alone do not trust the private CA.
+    let (_ca, addr, thread) = tls_server("x", 1);
+    let client = https_client(addr, RootCertificates::WebPki);
+    let err = client.get_bytes("https://example.com/", 100).unwrap_err();
+    assert!(matches!(err, HttpError::Transport { .. }), "{err:?}");
+    thread.join().unwrap();
+}
+
+#[test]
 fn refuses_https_servers_whose_certificate_is_not_trusted() {
     let (_ca, addr, thread) = tls_server("x", 1);
     // Trusts another CA only.

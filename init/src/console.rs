@@ -34,6 +34,10 @@
 //! init: net: <warning>
 //! init: pod <pod>: preparing
 //! init: pod <pod>/<app>: waiting for image <name>,<labels> (fetching it)
+//! init: pod <pod>/<app>: image <id12> found in the store
+//! init: pod <pod>/<app>: image <id12> fetched and verified (<bytes> bytes in <ms> ms)
+//! init: pod <pod>/<app>: image <name> refused (<reason>[, key <key id>]): <error chain>
+//! init: pod <pod>/<app>: fetching <name> failed (attempt <n>, <kind>); retrying in <ms> ms: <error chain>
 //! init: pod <pod>: image <id12> (<name>) verified with key <key id> from <file>
 //! init: pod <pod>: image <id12> (<name>) found in the store
 //! init: pod <pod>: refused: <error chain naming the image, the key and the reason>
@@ -237,6 +241,8 @@ pub enum PodEvent<'a> {
     /// The app's image is not in the store: init fetches it (`<name>,<labels>`) and starts
     /// the pod once every image of it is there.
     WaitingForImage(&'a str),
+    /// A fetch at boot: found, fetched, refused or retrying (see `fetch::boot::say`).
+    Fetch(&'a str),
     IsolatorIgnored {
         name: &'a str,
         why: &'a str,
@@ -331,6 +337,7 @@ impl fmt::Display for Line<'_> {
                     PodEvent::Preparing => f.write_str("preparing"),
                     PodEvent::Image(report) => f.write_str(report),
                     PodEvent::Refused(chain) => write!(f, "refused: {}", one_line(chain)),
+                    PodEvent::Fetch(text) => f.write_str(&one_line(text)),
                     PodEvent::WaitingForImage(image) => {
                         write!(f, "waiting for image {image} (fetching it)")
                     }

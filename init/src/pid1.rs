@@ -2,21 +2,25 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::time::{ClockId, clock_gettime};
 
+use crate::clock;
 use crate::console::{self, Line, PodEvent, ShutdownReason};
 use crate::decl::{self, Settings};
 use crate::error::InitError;
 use crate::fatal;
+use crate::fetch::{self, FetchOutcome, Fetcher};
 use crate::hostname;
 use crate::mount::{self, EARLY_MOUNTS, RealMountOps};
 use crate::net::boot::BootNet;
 use crate::net::from_plan;
-use crate::pod::pending::{Pending, Wanted};
+use crate::net::from_plan::DnsSeam;
+use crate::pod::pending::{Pending, Progress, Wanted};
 use crate::pod::runtime::{self, Runtime};
 use crate::power_button::{Activity, INPUT_DIR, PowerButtons};
 use crate::reap;
@@ -24,6 +28,7 @@ use crate::shutdown::{self, PowerAction, RealShutdown};
 use crate::signals::{Event, Signals};
 use crate::storage::{self, RealStorage};
 use crate::supervise::Supervisor;
+use hostdecl::NetworkPlan;
 
 /// How often /dev/input is scanned again while drivers may still be probing, and for how long.
 const RESCAN_INTERVAL: Duration = Duration::from_millis(250);
@@ -64,10 +69,14 @@ struct Host {
     supervisor: Supervisor,
     /// The network the build's plan declares (none: no plan, or it declares no interface).
     net: Option<BootNet>,
+    /// The build's network plan (its fetch policy serves the fetcher too).
+    net_plan: NetworkPlan,
     /// Pods waiting for images fetched at boot.
     pending: Pending,
     /// The fetches the waiting pods need, not yet handed to the fetcher.
     wanted: Vec<Wanted>,
+    /// Fetches images for the waiting pods, on its own threads.
+    fetcher: Option<Fetcher>,
     /// Set once a shutdown began while apps still ran: why, and until when to wait for them.
     stopping: Option<Stopping>,
 }
@@ -121,15 +130,18 @@ fn boot(started: Instant, boottime: Option<nix::sys::time::TimeSpec>) -> Result<
         fatal::die(&e);
     }
 
+    // Before anything that checks certificates.
+    clock::apply_floor();
+
     // The network comes up in the background of the event loop: nothing here waits for it.
-    let net = match from_plan::load(Path::new(hostimg::NETWORK_PLAN_PATH)) {
-        Ok(Some(plan)) => BootNet::start(&plan, &settings.hostname, started),
-        Ok(None) => None,
+    let net_plan = match from_plan::load(Path::new(hostimg::NETWORK_PLAN_PATH)) {
+        Ok(plan) => plan.unwrap_or_default(),
         Err(e) => {
             console::warn(&e);
-            None
+            NetworkPlan::default()
         }
     };
+    let net = BootNet::start(&net_plan, &settings.hostname, started);
 
     let signals = Signals::install()?;
     let mut buttons = PowerButtons::new(INPUT_DIR);
@@ -146,8 +158,10 @@ fn boot(started: Instant, boottime: Option<nix::sys::time::TimeSpec>) -> Result<
         runtime: None,
         supervisor: Supervisor::new(Vec::new(), started),
         net,
+        net_plan,
         pending: Pending::default(),
         wanted: Vec::new(),
+        fetcher: None,
         stopping: None,
     };
     host.start_pods();
@@ -205,6 +219,72 @@ impl Host {
         self.supervisor = Supervisor::new(apps, self.started);
         self.supervisor.start_all(&mut rt);
         self.runtime = Some(rt);
+        self.start_fetching();
+    }
+
+    /// Hands the waiting pods' images to the fetcher (started on first use).
+    fn start_fetching(&mut self) {
+        if self.wanted.is_empty() {
+            return;
+        }
+        if self.fetcher.is_none() {
+            let resolver = match &self.net {
+                Some(net) => net.resolver(),
+                None => from_plan::resolver(&self.net_plan),
+            };
+            match fetch::boot::start(&self.net_plan, Arc::new(DnsSeam(resolver))) {
+                Ok(f) => self.fetcher = Some(f),
+                Err(e) => {
+                    console::warn(&format!("cannot fetch images: {e}"));
+                    return;
+                }
+            }
+        }
+        let Some(fetcher) = self.fetcher.as_ref() else {
+            return;
+        };
+        for w in std::mem::take(&mut self.wanted) {
+            if let Err(e) = fetcher.submit(fetch::boot::request(&w.who, &w.fetch)) {
+                console::warn(&format!("{}: {}", w.who, fatal::chain(&e)));
+            }
+        }
+    }
+
+    /// What the fetcher reported: a pod whose last image arrived is prepared and started.
+    fn on_fetched(&mut self) {
+        let Some(fetcher) = self.fetcher.as_ref() else {
+            return;
+        };
+        for outcome in fetcher.drain() {
+            fetch::boot::say(&outcome);
+            let progress = match outcome {
+                FetchOutcome::Present { app, image_id }
+                | FetchOutcome::Fetched { app, image_id, .. } => {
+                    self.pending.arrived(&app, image_id)
+                }
+                FetchOutcome::Refused { app, .. } => self.pending.refused(&app),
+                FetchOutcome::Retrying { .. } => Progress::Waiting,
+            };
+            match progress {
+                Progress::Waiting => {}
+                Progress::Abandoned(pod) => console::emit(&Line::Pod {
+                    who: &pod,
+                    event: PodEvent::Refused("one of its images was refused (see above)"),
+                }),
+                Progress::Ready(pod, ids) => {
+                    let Some(rt) = self.runtime.as_mut() else {
+                        continue;
+                    };
+                    match rt.prepare_pod(&pod, &ids) {
+                        Ok(apps) => self.supervisor.add_and_start(apps, rt),
+                        Err(e) => console::emit(&Line::Pod {
+                            who: &pod.name,
+                            event: PodEvent::Refused(&e),
+                        }),
+                    }
+                }
+            }
+        }
     }
 
     /// The event loop. Returns only the error that ends it; a shutdown never returns unless
@@ -229,6 +309,9 @@ impl Host {
             }
             for token in ready.supervised {
                 self.supervisor.on_ready(token);
+            }
+            if ready.fetch {
+                self.on_fetched();
             }
             let dns_changed = self.net.as_mut().is_some_and(|n| n.serve(ready.net));
             if dns_changed && let Some(rt) = self.runtime.as_ref() {
@@ -274,6 +357,11 @@ impl Host {
             return;
         }
         console::emit(&Line::ShutdownRequested(&reason));
+        // No new fetch attempts; one in flight ends with the host (the store keeps no partial
+        // image: a download becomes visible only once verified and synced).
+        if let Some(f) = self.fetcher.as_ref() {
+            f.stop();
+        }
         self.supervisor.stop(nix::sys::signal::Signal::SIGTERM);
         self.stopping = Some(Stopping {
             deadline: Instant::now() + self.settings.shutdown_grace,
@@ -340,6 +428,10 @@ impl Host {
         );
         let net_at = fds.len();
         fds.extend(net.iter().map(|fd| PollFd::new(*fd, PollFlags::POLLIN)));
+        let fetch_at = fds.len();
+        if let Some(f) = self.fetcher.as_ref() {
+            fds.push(PollFd::new(f.wake_fd(), PollFlags::POLLIN));
+        }
         match poll(&mut fds, timeout) {
             Ok(_) => {}
             Err(Errno::EINTR) => return Ok(Ready::default()),
@@ -361,12 +453,14 @@ impl Host {
             .filter(|(_, fd)| ready(fd))
             .map(|(index, _)| index)
             .collect();
-        let net = fds[net_at..].iter().any(ready);
+        let net = fds[net_at..fetch_at].iter().any(ready);
+        let fetch = fds[fetch_at..].iter().any(ready);
         Ok(Ready {
             signals,
             supervised: tokens,
             devices,
             net,
+            fetch,
         })
     }
 
@@ -403,6 +497,8 @@ struct Ready {
     devices: Vec<usize>,
     /// One of the network service's sockets.
     net: bool,
+    /// The fetcher has outcomes.
+    fetch: bool,
 }
 
 #[cfg(test)]

@@ -5,13 +5,14 @@
 //! [`pods`](crate::pods) does.
 //!
 //! - `good`: `images.test/busybox`, signed with [`FetchImages::key`];
-//! - `untrusted`: the same name (variant `untrusted`), signed with the untrusted key;
+//! - `untrusted`: `images.test/untrusted`, signed with the untrusted key (trust it nowhere);
+//! - `foreign`: `images.test/foreign`, signed with [`FetchImages::foreign_key`] (trust it for
+//!   another prefix only, `[[trust]] prefix = "other.test/"`);
+//! - `tampered`: `images.test/tampered`, signed with [`FetchImages::key`], then its gzip
+//!   header's MTIME byte flipped (the archive still reads; only the signature can tell);
 //! - `large`: `images.test/large`, signed with [`FetchImages::key`].
 //!
-//! A key trusted only for another prefix (`[[trust]] prefix = "other.test/"`) needs no image
-//! of its own: it is the declaration that differs.
-//!
-//! Layout: `target/qemu-tests-out/fetch-images/run-<pid>/{good,untrusted,large}/busybox-{amd64,arm64}.aci[.minisig]`
+//! Layout: `target/qemu-tests-out/fetch-images/run-<pid>/{good,untrusted,foreign,tampered,large}/busybox-{amd64,arm64}.aci[.minisig]`
 //! (directories of processes that are gone are removed).
 
 use std::fs::{self, File};
@@ -22,13 +23,17 @@ use std::sync::OnceLock;
 use crate::builder::{Memo, once};
 use crate::image_server::ImageServer;
 use crate::pods::{
-    KeyPair, ScriptVars, TestAci, create_dir, find, io_err, lock, remove_runs_of_gone_processes,
-    script, test_keys,
+    KeyPair, ScriptVars, TestAci, create_dir, find, flip_gzip_mtime_byte, io_err, key_pair, lock,
+    remove_runs_of_gone_processes, script, test_keys,
 };
 use crate::{Arch, HarnessError, builder_bin, target_dir};
 
 /// The name of the small images: under the image server's default prefix.
 pub const NAME: &str = "images.test/busybox";
+/// The names of the refusal cases.
+pub const UNTRUSTED_NAME: &str = "images.test/untrusted";
+pub const FOREIGN_NAME: &str = "images.test/foreign";
+pub const TAMPERED_NAME: &str = "images.test/tampered";
 /// The name of the large image.
 pub const LARGE_NAME: &str = "images.test/large";
 /// Every image's `version` label.
@@ -44,6 +49,8 @@ pub struct FetchArchImages {
     pub arch_label: &'static str,
     pub good: TestAci,
     pub untrusted: TestAci,
+    pub foreign: TestAci,
+    pub tampered: TestAci,
     pub large: TestAci,
 }
 
@@ -55,6 +62,8 @@ pub struct FetchImages {
     pub key: KeyPair,
     /// The key `untrusted` is signed with; no test declaration should trust it.
     pub untrusted_key: KeyPair,
+    /// The key `foreign` is signed with; trust it for another prefix only.
+    pub foreign_key: KeyPair,
     pub amd64: FetchArchImages,
     pub arm64: FetchArchImages,
 }
@@ -77,6 +86,19 @@ impl FetchImages {
         server.add_image(NAME, VERSION, label, &good.aci, &good.signature);
         let large = &images.large;
         server.add_image(LARGE_NAME, VERSION, label, &large.aci, &large.signature);
+    }
+
+    /// Serves the refusal cases too.
+    pub fn serve_refusals(&self, server: &ImageServer, arch: Arch) {
+        let images = self.arch(arch);
+        let label = images.arch_label;
+        for (name, aci) in [
+            (UNTRUSTED_NAME, &images.untrusted),
+            (FOREIGN_NAME, &images.foreign),
+            (TAMPERED_NAME, &images.tampered),
+        ] {
+            server.add_image(name, VERSION, label, &aci.aci, &aci.signature);
+        }
     }
 }
 
@@ -107,7 +129,29 @@ fn make() -> Result<FetchImages, HarnessError> {
         &builder,
         &dir.join("untrusted"),
         &untrusted_key.secret,
-        &named(Some("untrusted"), NAME),
+        &named(Some("untrusted"), UNTRUSTED_NAME),
+    )?;
+    let keys = target_dir()
+        .join("qemu-tests-out")
+        .join("pod-images")
+        .join("keys");
+    let foreign_key = {
+        let pods_root = keys.parent().unwrap_or(&keys).to_path_buf();
+        let _keys_lock = lock(&pods_root.join("lock"))?;
+        create_dir(&keys)?;
+        key_pair(&builder, &keys, "foreign")?
+    };
+    let foreign = script(
+        &builder,
+        &dir.join("foreign"),
+        &foreign_key.secret,
+        &named(Some("foreign"), FOREIGN_NAME),
+    )?;
+    let tampered = script(
+        &builder,
+        &dir.join("tampered"),
+        &key.secret,
+        &named(Some("tampered"), TAMPERED_NAME),
     )?;
     let extra = dir.join("large-extra");
     write_filler(&extra.join("var").join("filler"), LARGE_FILLER_BYTES)?;
@@ -126,15 +170,21 @@ fn make() -> Result<FetchImages, HarnessError> {
             arch_label,
             good: find(&good, arch)?,
             untrusted: find(&untrusted, arch)?,
+            foreign: find(&foreign, arch)?,
+            tampered: find(&tampered, arch)?,
             large: find(&large, arch)?,
         })
     };
+    for arch in ["amd64", "arm64"] {
+        flip_gzip_mtime_byte(&find(&tampered, arch)?.aci)?;
+    }
     Ok(FetchImages {
         amd64: per_arch("amd64", "amd64")?,
         arm64: per_arch("arm64", "aarch64")?,
         dir,
         key,
         untrusted_key,
+        foreign_key,
     })
 }
 

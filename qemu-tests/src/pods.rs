@@ -177,7 +177,7 @@ fn keys_in(builder: &Path, root: &Path) -> Result<(KeyPair, KeyPair), HarnessErr
 }
 
 /// `keys/<name>.{pub,key}`, generated unless both exist.
-fn key_pair(builder: &Path, keys: &Path, name: &str) -> Result<KeyPair, HarnessError> {
+pub(crate) fn key_pair(builder: &Path, keys: &Path, name: &str) -> Result<KeyPair, HarnessError> {
     let pair = KeyPair {
         public: keys.join(format!("{name}.pub")),
         secret: keys.join(format!("{name}.key")),
@@ -311,7 +311,7 @@ pub(crate) fn rename(aci: TestAci, dir: &Path, name: &str) -> Result<TestAci, Ha
 
 /// Flips the lowest bit of the gzip header's MTIME (byte 4): the signature no longer matches,
 /// while the archive still decompresses to the same tar (same Image ID).
-fn flip_gzip_mtime_byte(path: &Path) -> Result<(), HarnessError> {
+pub(crate) fn flip_gzip_mtime_byte(path: &Path) -> Result<(), HarnessError> {
     let mut bytes = fs::read(path).map_err(io_err("read the image to tamper with", path))?;
     if bytes.get(..3) != Some(&[0x1f, 0x8b, 0x08][..]) || bytes.len() < 10 {
         return Err(HarnessError::CommandOutput {

@@ -29,6 +29,8 @@ pub enum RootCertificates {
     WebPki,
     /// Only these DER certificates (a private CA, or tests).
     Only(Vec<Vec<u8>>),
+    /// The Mozilla roots and these DER certificates beside them (a declaration's extra CAs).
+    WebPkiAnd(Vec<Vec<u8>>),
 }
 
 /// Client settings. The defaults suit fetching images over the internet.
@@ -212,8 +214,17 @@ impl HttpClient {
         if let Some(r) = &opts.resolver {
             builder = builder.resolver(ResolverAdapter(r.clone()));
         }
-        if let RootCertificates::Only(certs) = &opts.roots {
-            let mut roots = rustls::RootCertStore::empty();
+        let custom = match &opts.roots {
+            RootCertificates::WebPki => None,
+            RootCertificates::Only(certs) => Some((rustls::RootCertStore::empty(), certs)),
+            RootCertificates::WebPkiAnd(certs) => Some((
+                rustls::RootCertStore {
+                    roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+                },
+                certs,
+            )),
+        };
+        if let Some((mut roots, certs)) = custom {
             for der in certs {
                 roots
                     .add(rustls::pki_types::CertificateDer::from(der.clone()))

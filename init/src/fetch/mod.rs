@@ -59,12 +59,13 @@
 //! before the kernel set the clock from it) boots at 1970, where every certificate is not
 //! valid yet: each attempt then fails in the TLS handshake, which is transient, so the
 //! fetcher retries until the clock is right and then succeeds; the console shows the
-//! certificate error meanwhile. Recommended: build with `CONFIG_RTC_HCTOSYS` (the kernel sets
-//! the clock from the RTC before init runs), and have init raise a clock that is earlier than
-//! the image's build time to that time before fetching, as systemd does with its
-//! TIME_EPOCH; NTP, when there is any, comes later. Plain-HTTP fetches do not depend on the
+//! certificate error meanwhile. What init does about it: our kernel has `CONFIG_RTC_HCTOSYS`
+//! (it sets the clock from the RTC before init runs), and init raises a clock that is still
+//! earlier than its floor to the floor before anything fetches (`crate::clock`), as systemd
+//! does with its build-time epoch; there is no NTP. Plain-HTTP fetches do not depend on the
 //! clock; the minisign checks never do.
 
+pub mod boot;
 mod classify;
 mod wake;
 mod worker;
