@@ -187,7 +187,11 @@ fn a_dropped_or_deleted_option_is_named_with_its_fragment_line() {
     let requests = config::parse_fragment(fragment, Path::new("common.config"), true).unwrap();
     // kconfig dropped KFENCE; DEVMEM came out as asked.
     let merged = "# CONFIG_KFENCE is not set\n# CONFIG_DEVMEM is not set\n";
-    static PINS: &[(&str, Option<&str>)] = &[("DEVMEM", None), ("SYN_COOKIES", Some("y"))];
+    static PINS: &[(&str, Option<&str>)] = &[
+        ("KFENCE", Some("y")),
+        ("DEVMEM", None),
+        ("SYN_COOKIES", Some("y")),
+    ];
     let lost = lost_options(Arch::X86_64, merged, &requests, PINS.iter());
     assert_eq!(
         lost,
