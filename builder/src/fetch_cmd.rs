@@ -2,10 +2,12 @@
 //! finding, downloading and extracting App Container images under a verified signature.
 
 use std::fs;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use aci::archive::{self, UnpackOptions};
-use aci::discovery::{self, App, FetchOptions, HttpClient, HttpOptions};
+use aci::discovery::{self, App, FetchOptions, HttpClient, HttpOptions, RootCertificates};
 use aci::sign::{KeyVerifier, PublicKey, Signature};
 use aci::store::Store;
 use aci::trust::{InsecureOptions, TrustStore, Verified};
@@ -59,6 +61,13 @@ pub enum FetchCommand {
         /// Allow plain HTTP (tried after HTTPS).
         #[arg(long)]
         insecure_http: bool,
+        /// Also trust the CA certificates in this PEM file, beside the web roots (repeatable).
+        #[arg(long, value_name = "PEM")]
+        ca: Vec<PathBuf>,
+        /// Connect to ADDR (ip:port) whenever a URL names HOST:PORT, as curl's --connect-to
+        /// does; the TLS name stays HOST (repeatable). E.g. images.test:443:127.0.0.1:8443.
+        #[arg(long, value_name = "HOST:PORT:ADDR", value_parser = parse_connect_to)]
+        connect_to: Vec<ConnectTo>,
         /// INSECURE: accept an image that has no signature (a warning is printed).
         #[arg(long)]
         insecure_allow_unsigned: bool,
@@ -91,10 +100,12 @@ pub fn run(cmd: FetchCommand) -> anyhow::Result<()> {
             no_unpack,
             cache,
             insecure_http,
+            ca,
+            connect_to,
             insecure_allow_unsigned,
         } => {
             let app = parse_app(&app)?;
-            let client = client(insecure_http, cache)?;
+            let client = fetch_client(insecure_http, cache, &ca, connect_to)?;
             let opts = FetchOptions {
                 insecure: InsecureOptions {
                     allow_unsigned: insecure_allow_unsigned,
@@ -239,6 +250,82 @@ fn report(id: &str, verified: &Verified) {
 fn parse_app(s: &str) -> anyhow::Result<App> {
     let (os, arch) = App::host_os_arch();
     Ok(App::parse(s)?.with_default_os_arch(os, arch))
+}
+
+/// `--connect-to HOST:PORT:ADDR`.
+#[derive(Debug, Clone)]
+pub struct ConnectTo {
+    host: String,
+    port: u16,
+    addr: SocketAddr,
+}
+
+fn parse_connect_to(s: &str) -> Result<ConnectTo, String> {
+    let bad = || format!("{s:?} is not HOST:PORT:ADDR (e.g. images.test:443:127.0.0.1:8443)");
+    let (host, rest) = s.split_once(':').ok_or_else(bad)?;
+    let (port, addr) = rest.split_once(':').ok_or_else(bad)?;
+    Ok(ConnectTo {
+        host: host.to_ascii_lowercase(),
+        port: port.parse().map_err(|_| bad())?,
+        addr: addr.parse().map_err(|_| bad())?,
+    })
+}
+
+/// Name resolution with the `--connect-to` overrides first, then the C library's.
+struct Overrides(Vec<ConnectTo>);
+
+impl aci::discovery::Resolver for Overrides {
+    fn resolve(&self, host: &str, port: u16) -> std::io::Result<Vec<SocketAddr>> {
+        let host = host.to_ascii_lowercase();
+        if let Some(c) = self.0.iter().find(|c| c.host == host && c.port == port) {
+            return Ok(vec![c.addr]);
+        }
+        Ok((host.as_str(), port).to_socket_addrs()?.collect())
+    }
+}
+
+/// The certificates of the PEM files `paths`, as DER.
+fn read_cas(paths: &[PathBuf]) -> anyhow::Result<Vec<Vec<u8>>> {
+    use rustls_pki_types::pem::{PemObject, SectionKind};
+    let mut out = Vec::new();
+    for path in paths {
+        let bytes = fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        let before = out.len();
+        for item in <(SectionKind, Vec<u8>)>::pem_slice_iter(&bytes) {
+            let (kind, der) = item.map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+            if kind == SectionKind::Certificate {
+                out.push(der);
+            }
+        }
+        if out.len() == before {
+            bail!("{}: no PEM certificate in it", path.display());
+        }
+    }
+    Ok(out)
+}
+
+fn fetch_client(
+    insecure_http: bool,
+    cache: Option<PathBuf>,
+    ca: &[PathBuf],
+    connect_to: Vec<ConnectTo>,
+) -> anyhow::Result<HttpClient> {
+    if insecure_http {
+        log::warn!("INSECURE: plain HTTP is allowed");
+    }
+    let extra = read_cas(ca)?;
+    Ok(HttpClient::new(HttpOptions {
+        allow_http: insecure_http,
+        cache_dir: cache,
+        roots: if extra.is_empty() {
+            RootCertificates::WebPki
+        } else {
+            RootCertificates::WebPkiAnd(extra)
+        },
+        resolver: (!connect_to.is_empty())
+            .then(|| Arc::new(Overrides(connect_to)) as Arc<dyn aci::discovery::Resolver>),
+        ..HttpOptions::default()
+    })?)
 }
 
 fn client(insecure_http: bool, cache: Option<PathBuf>) -> anyhow::Result<HttpClient> {

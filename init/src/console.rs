@@ -35,7 +35,7 @@
 //! init: pod <pod>: preparing
 //! init: pod <pod>/<app>: waiting for image <name>,<labels> (fetching it)
 //! init: pod <pod>/<app>: image <id12> found in the store
-//! init: pod <pod>/<app>: image <id12> fetched and verified (<bytes> bytes in <ms> ms)
+//! init: pod <pod>/<app>: image <id12> fetched and verified (<bytes> bytes in <ms> ms, init peak resident memory <KiB> KiB)
 //! init: pod <pod>/<app>: image <name> refused (<reason>[, key <key id>]): <error chain>
 //! init: pod <pod>/<app>: fetching <name> failed (attempt <n>, <kind>); retrying in <ms> ms: <error chain>
 //! init: pod <pod>: image <id12> (<name>) verified with key <key id> from <file>

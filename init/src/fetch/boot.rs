@@ -92,9 +92,10 @@ pub fn say(outcome: &FetchOutcome) {
         } => (
             app,
             format!(
-                "image {} fetched and verified ({bytes} bytes in {} ms)",
+                "image {} fetched and verified ({bytes} bytes in {} ms, init peak resident memory {} KiB)",
                 id12(image_id.as_str()),
-                elapsed.as_millis()
+                elapsed.as_millis(),
+                crate::supervise::peak_resident_kib().unwrap_or(0)
             ),
         ),
         FetchOutcome::Refused {

@@ -541,10 +541,19 @@ fn describe(what: &str, status: WaitStatus) -> String {
 
 /// init's VmRSS from /proc/self/status, in KiB.
 pub fn resident_kib() -> io::Result<u64> {
+    status_kib("VmRSS:")
+}
+
+/// init's peak resident memory so far (`VmHWM`), in KiB: what a fetch's buffers cost at most.
+pub fn peak_resident_kib() -> io::Result<u64> {
+    status_kib("VmHWM:")
+}
+
+fn status_kib(field: &str) -> io::Result<u64> {
     let text = std::fs::read_to_string("/proc/self/status")?;
     Ok(text
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .unwrap_or(0))
 }
