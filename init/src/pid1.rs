@@ -123,17 +123,12 @@ fn boot(started: Instant, boottime: Option<nix::sys::time::TimeSpec>) -> Result<
     hostname::set_hostname(&settings.hostname)?;
     console::emit(&Line::HostnameSet(&settings.hostname));
 
-    // After the declaration, so a disk that fails ends the boot per its `on_fatal`. The
-    // error is fatal on its own terms: its chain starts with the part of the disk at fault
-    // (`payload /dev/vda2: dm-verity ...`).
-    if let Err(e) = storage::setup_from_cmdline(&mut RealStorage::default()) {
-        fatal::die(&e);
-    }
-
     // Before anything that checks certificates.
     clock::apply_floor();
 
     // The network comes up in the background of the event loop: nothing here waits for it.
+    // Started before the disk, so the DHCP server's first reply is there to read by the time
+    // the loop runs.
     let net_plan = match from_plan::load(Path::new(hostimg::NETWORK_PLAN_PATH)) {
         Ok(plan) => plan.unwrap_or_default(),
         Err(e) => {
@@ -142,6 +137,13 @@ fn boot(started: Instant, boottime: Option<nix::sys::time::TimeSpec>) -> Result<
         }
     };
     let net = BootNet::start(&net_plan, &settings.hostname, started);
+
+    // After the declaration, so a disk that fails ends the boot per its `on_fatal`. The
+    // error is fatal on its own terms: its chain starts with the part of the disk at fault
+    // (`payload /dev/vda2: dm-verity ...`).
+    if let Err(e) = storage::setup_from_cmdline(&mut RealStorage::default()) {
+        fatal::die(&e);
+    }
 
     let signals = Signals::install()?;
     let mut buttons = PowerButtons::new(INPUT_DIR);
