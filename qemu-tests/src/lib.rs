@@ -96,6 +96,25 @@ pub fn power_off_in_order(vm: &mut Vm, step: Duration) {
     assert!(!console.contains("init: fatal"), "init failed:\n{console}");
 }
 
+/// For tests: waits until every marker is on the console, in any order (lines of different
+/// pods or fetches arrive in no fixed order); returns the console, or panics after `timeout`
+/// naming the markers still missing.
+pub fn wait_for_all(vm: &Vm, markers: &[&str], timeout: Duration) -> String {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let console = vm.console();
+        let missing: Vec<&&str> = markers.iter().filter(|m| !console.contains(**m)).collect();
+        if missing.is_empty() {
+            return console;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "after {timeout:?} the console still lacks {missing:?}:\n{console}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// Whether `name` in the environment is set to `1`.
 fn env_flag(name: &str) -> bool {
     std::env::var_os(name).is_some_and(|v| v == "1")

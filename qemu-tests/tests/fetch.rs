@@ -135,8 +135,8 @@ fn fetched_pod_runs_refusals_are_distinct_and_the_second_boot_needs_no_server(ar
         "init: pod good/main: waiting for image images.test/busybox,",
         BOOT,
     );
-    let console = wait_for_all(
-        &mut vm,
+    let console = qemu_tests::wait_for_all(
+        &vm,
         &[
             "init: net eth0: lease 10.0.2.15/24",
             "good/main: fetched-pod-marker",
@@ -144,6 +144,7 @@ fn fetched_pod_runs_refusals_are_distinct_and_the_second_boot_needs_no_server(ar
             "init: pod foreign: refused",
             "init: pod tampered: refused",
         ],
+        STEP,
     );
     let line_of = |prefix: &str| -> String {
         console
@@ -207,23 +208,6 @@ fn fetched_pod_runs_refusals_are_distinct_and_the_second_boot_needs_no_server(ar
         "the second boot waited for a fetch"
     );
     qemu_tests::power_off_in_order(&mut vm, STEP);
-}
-
-/// Waits until every marker is on the console, in any order; returns the console.
-fn wait_for_all(vm: &mut Vm, markers: &[&str]) -> String {
-    let deadline = std::time::Instant::now() + STEP;
-    loop {
-        let console = vm.console();
-        let missing: Vec<&&str> = markers.iter().filter(|m| !console.contains(**m)).collect();
-        if missing.is_empty() {
-            return console;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "after {STEP:?} the console still lacks {missing:?}:\n{console}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 /// The key ID in a minisign public key file's comment line (as `builder key generate` writes

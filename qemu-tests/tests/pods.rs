@@ -168,24 +168,6 @@ exec = ["/bin/sh", "-c", "grep -E '^(Uid|Gid|Groups|NoNewPrivs|CapBnd|CapEff):' 
     )
 }
 
-/// Waits until the console holds every marker, in any order (pods run concurrently); returns
-/// the console text.
-fn wait_for_all(vm: &mut Vm, markers: &[&str]) -> String {
-    let deadline = std::time::Instant::now() + STEP;
-    loop {
-        let console = vm.console();
-        let missing: Vec<&&str> = markers.iter().filter(|m| !console.contains(**m)).collect();
-        if missing.is_empty() {
-            return console;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "after {STEP:?} the console still lacks {missing:?}:\n{console}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
 fn build(arch: Arch) -> BuiltImage {
     let images = pod_images().unwrap_or_else(|e| fail(e));
     let dir = images.dir.join(format!("decl-{arch}"));
@@ -221,8 +203,8 @@ fn runs_every_pod_case(arch: Arch) {
     let mut vm = boot(&image, &disk, "pods-first");
     vm.expect("init: ready", BOOT).unwrap_or_else(|e| fail(e));
 
-    let console = wait_for_all(
-        &mut vm,
+    let console = qemu_tests::wait_for_all(
+        &vm,
         &[
             "hello/main: hello-marker-42", // (1)
             "init: pod hello/main: exited with status 0",
@@ -236,6 +218,7 @@ fn runs_every_pod_case(arch: Arch) {
             "inspect/main: done-inspect",     // (8)
             "term/main: term-ready",          // (7)
         ],
+        STEP,
     );
     let delays: Vec<u64> = console
         .lines()
