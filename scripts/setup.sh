@@ -78,4 +78,12 @@ if [ ! -x "$BB_ARM64" ]; then
   rm -rf "$tmp"
 fi
 
+# Every crate the workspace locks, for every target: builder's build script builds init with
+# `cargo --offline` (a nested cargo must not touch the network or the lock), so init's own
+# dependencies must already be in the registry cache, which `cargo build -p builder` alone does
+# not ensure on a fresh machine.
+repo="$(cd "$(dirname "$0")/.." && pwd)"
+log "cargo fetch --locked"
+(cd "$repo" && cargo fetch --locked --quiet)
+
 log "done"
