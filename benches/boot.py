@@ -38,19 +38,28 @@ def qemu_args(arch, d, cmdline, disk):
     ]
 
 
-def boot_once(argv):
+def boot_once(argv, log=None, mark=None):
+    """Boots argv until init's banner; returns (host seconds to the banner, init's own
+    kernel-start-to-init seconds, host seconds to the first console output containing `mark`,
+    or None without one). With `log`, the console up to the banner is written there."""
     start = time.monotonic()
     p = subprocess.Popen(argv, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, start_new_session=True)
     buf = b""
+    at_mark = None
     try:
         while True:
             chunk = p.stdout.read1(4096)
             if not chunk:
                 raise RuntimeError(f"QEMU exited before the banner:\n{buf[-2000:].decode(errors='replace')}")
             buf += chunk
+            if mark and at_mark is None and mark in buf:
+                at_mark = time.monotonic() - start
             m = BANNER.search(buf)
             if m:
-                return time.monotonic() - start, float(m.group(2))
+                if log:
+                    with open(log, "wb") as f:
+                        f.write(buf)
+                return time.monotonic() - start, float(m.group(2)), at_mark
             if time.monotonic() - start > 300:
                 raise RuntimeError("no banner within 300 s")
     finally:
@@ -93,7 +102,7 @@ def main():
         for name, argv in modes:
             to_banner, kernel_to_init = [], []
             for _ in range(RUNS):
-                a, b = boot_once(argv)
+                a, b, _ = boot_once(argv)
                 to_banner.append(a)
                 kernel_to_init.append(b)
             print(f"{arch} {name}: start -> init banner: median {statistics.median(to_banner):.2f} s "

@@ -66,6 +66,9 @@ pub struct BuiltKernel {
     pub direct: PathBuf,
     /// The final .config it was built with.
     pub config: PathBuf,
+    /// The build's symbol map, for reading an oops (the kernel has no kallsyms); empty for a
+    /// prebuilt kernel.
+    pub system_map: PathBuf,
     pub cache_hit: bool,
 }
 
@@ -198,6 +201,10 @@ pub fn build(req: &KernelRequest) -> Result<BuiltKernel> {
     }
     fs::write(tmp.join("config"), &final_config)
         .with_context(|| format!("writing {}", tmp.join("config").display()))?;
+    // The kernel has no kallsyms (kernel-config/common.config): this is how an oops's
+    // addresses map back to names.
+    let map = build_dir.join("System.map");
+    fs::copy(&map, tmp.join("System.map")).with_context(|| format!("copying {}", map.display()))?;
     fs::rename(&tmp, &entry).with_context(|| format!("publishing {}", entry.display()))?;
     let mut k = cached(&entry, req.arch).context("kernel cache entry missing after build")?;
     k.cache_hit = false;
@@ -255,6 +262,7 @@ fn cached(entry: &Path, arch: Arch) -> Option<BuiltKernel> {
         image,
         direct,
         config: entry.join("config"),
+        system_map: entry.join("System.map"),
         cache_hit: true,
     })
 }
@@ -304,6 +312,7 @@ pub fn resolve_for_decl(decl: &HostDecl, inputs: &Inputs, arch: Arch) -> Result<
             image: p.value.clone(),
             direct: p.value.clone(),
             config: PathBuf::new(),
+            system_map: PathBuf::new(),
             cache_hit: true,
         });
     }

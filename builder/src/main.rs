@@ -70,6 +70,13 @@ fn run(cli: cli::Cli) -> anyhow::Result<()> {
             if k.cache_hit {
                 eprintln!("kernel {}: cached (config {})", k.arch, k.config.display());
             }
+            if k.system_map.is_file() {
+                eprintln!(
+                    "kernel {}: symbols for reading an oops: {}",
+                    k.arch,
+                    k.system_map.display()
+                );
+            }
             println!("{}", k.image.display());
             Ok(())
         }
