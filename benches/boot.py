@@ -38,30 +38,27 @@ def qemu_args(arch, d, cmdline, disk):
     ]
 
 
-def boot_once(argv, log=None, mark=None):
-    """Boots argv until init's banner; returns (host seconds to the banner, init's own
-    kernel-start-to-init seconds, host seconds to the first console output containing `mark`,
-    or None without one). With `log`, the console up to the banner is written there."""
+def console_until(argv, until, timeout, what, on_output=None):
+    """Runs argv (QEMU, or builder run) and reads its console until until(console) returns
+    something true, which it returns with the console so far. on_output(console, seconds)
+    sees the console after each read. Fails with the console's tail when QEMU exits first or
+    `what` does not happen within timeout seconds. QEMU is killed either way."""
     start = time.monotonic()
     p = subprocess.Popen(argv, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, start_new_session=True)
     buf = b""
-    at_mark = None
     try:
         while True:
             chunk = p.stdout.read1(4096)
             if not chunk:
-                raise RuntimeError(f"QEMU exited before the banner:\n{buf[-2000:].decode(errors='replace')}")
+                raise RuntimeError(f"QEMU exited before {what}:\n{buf[-3000:].decode(errors='replace')}")
             buf += chunk
-            if mark and at_mark is None and mark in buf:
-                at_mark = time.monotonic() - start
-            m = BANNER.search(buf)
-            if m:
-                if log:
-                    with open(log, "wb") as f:
-                        f.write(buf)
-                return time.monotonic() - start, float(m.group(2)), at_mark
-            if time.monotonic() - start > 300:
-                raise RuntimeError("no banner within 300 s")
+            if on_output:
+                on_output(buf, time.monotonic() - start)
+            done = until(buf)
+            if done:
+                return done, buf
+            if time.monotonic() - start > timeout:
+                raise RuntimeError(f"no {what} within {timeout} s:\n{buf[-3000:].decode(errors='replace')}")
     finally:
         # builder run's QEMU runs in the same session: end them together.
         try:
@@ -69,6 +66,25 @@ def boot_once(argv, log=None, mark=None):
         except ProcessLookupError:
             pass
         p.wait()
+
+
+def boot_once(argv, log=None, mark=None):
+    """Boots argv until init's banner; returns (host seconds to the banner, init's own
+    kernel-start-to-init seconds, host seconds to the first console output containing `mark`,
+    or None without one). With `log`, the console up to the banner is written there."""
+    start = time.monotonic()
+    at_mark = []
+
+    def watch(buf, seconds):
+        if mark and not at_mark and mark in buf:
+            at_mark.append(seconds)
+
+    m, buf = console_until(argv, BANNER.search, 300, "init's banner", watch)
+    host = time.monotonic() - start
+    if log:
+        with open(log, "wb") as f:
+            f.write(buf)
+    return host, float(m.group(2)), at_mark[0] if at_mark else None
 
 
 def main():

@@ -40,7 +40,7 @@ FETCHED = re.compile(rb"init: pod app/main: image \S+ fetched and verified \((\d
 LABEL = {"x86_64": "amd64", "aarch64": "aarch64"}
 
 sys.path.insert(0, os.path.join(REPO, "benches"))
-from boot import qemu_args  # noqa: E402
+from boot import console_until, qemu_args  # noqa: E402
 
 
 def run(argv, **kw):
@@ -93,30 +93,12 @@ def serve(root, cert, key):
 
 
 def boot_once(argv):
-    p = subprocess.Popen(argv, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, start_new_session=True)
-    buf = b""
-    start = time.monotonic()
-    try:
-        while True:
-            chunk = p.stdout.read1(4096)
-            if not chunk:
-                raise RuntimeError(f"QEMU exited early:\n{buf[-3000:].decode(errors='replace')}")
-            buf += chunk
-            s = STARTED.search(buf)
-            if s:
-                lease, fetched = LEASE.search(buf), FETCHED.search(buf)
-                if not lease or not fetched:
-                    raise RuntimeError(f"no lease or fetch line:\n{buf[-3000:].decode(errors='replace')}")
-                return (int(lease.group(1)), int(s.group(1)), int(fetched.group(1)),
-                        int(fetched.group(2)), int(fetched.group(3)))
-            if time.monotonic() - start > 600:
-                raise RuntimeError(f"the app did not start within 600 s:\n{buf[-3000:].decode(errors='replace')}")
-    finally:
-        try:
-            os.killpg(p.pid, 9)
-        except ProcessLookupError:
-            pass
-        p.wait()
+    s, buf = console_until(argv, STARTED.search, 600, "the app's start")
+    lease, fetched = LEASE.search(buf), FETCHED.search(buf)
+    if not lease or not fetched:
+        raise RuntimeError(f"no lease or fetch line:\n{buf[-3000:].decode(errors='replace')}")
+    return (int(lease.group(1)), int(s.group(1)), int(fetched.group(1)),
+            int(fetched.group(2)), int(fetched.group(3)))
 
 
 def main():

@@ -97,7 +97,10 @@ def main():
         d = os.path.join(OUT, arch)
         img = os.path.join(OUT, f"hello-{arch}.img")
         cmdline = " ".join([open(os.path.join(d, "cmdline")).read().strip(), EARLYCON[arch], extra]).strip()
-        pkg, deb_vmlinuz, _ = debian_kernel(arch)
+        pkg, deb_vmlinuz, deb_config = debian_kernel(arch)
+        if deb_config:
+            # For comparing hardening: kernel-hardening-checker -c on this and on ours.
+            print(f"{arch}: {pkg}'s config: {deb_config}")
         ours = qemu_args(arch, d, cmdline, img)
         kernels = [("ours", ours), (pkg, with_kernel(ours, deb_vmlinuz))]
         results = {name: ([], [], []) for name, _ in kernels}

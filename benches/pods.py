@@ -17,7 +17,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUNS = int(os.environ.get("RUNS", "3"))
@@ -27,33 +26,16 @@ STARTED = re.compile(rb"init: pod \S+: started pid \d+ (\d+) ms after init start
 ALL = re.compile(rb"init: pod all: all started: (\d+) apps running, init resident memory (\d+) KiB")
 
 sys.path.insert(0, os.path.join(REPO, "benches"))
-from boot import qemu_args  # noqa: E402
+from boot import console_until, qemu_args  # noqa: E402
 
 
 def boot_once(argv):
-    p = subprocess.Popen(argv, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, start_new_session=True)
-    buf = b""
-    start = time.monotonic()
-    try:
-        while True:
-            chunk = p.stdout.read1(4096)
-            if not chunk:
-                raise RuntimeError(f"QEMU exited early:\n{buf[-3000:].decode(errors='replace')}")
-            buf += chunk
-            m = ALL.search(buf)
-            if m:
-                starts = STARTED.findall(buf)
-                first = min(int(s[0]) for s in starts)
-                prepared = [float(s[1]) for s in starts]
-                return first, prepared, int(m.group(1)), int(m.group(2))
-            if time.monotonic() - start > 300:
-                raise RuntimeError(f"pods did not all start within 300 s:\n{buf[-3000:].decode(errors='replace')}")
-    finally:
-        try:
-            os.killpg(p.pid, 9)
-        except ProcessLookupError:
-            pass
-        p.wait()
+    _, buf = console_until(argv, ALL.search, 300, "every pod's start")
+    m = ALL.search(buf)
+    starts = STARTED.findall(buf)
+    first = min(int(s[0]) for s in starts)
+    prepared = [float(s[1]) for s in starts]
+    return first, prepared, int(m.group(1)), int(m.group(2))
 
 
 def main():
