@@ -108,7 +108,7 @@ pub struct PreparedImage {
 }
 
 /// The store, the trust store and the payload's embedded images.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Images {
     store: Store,
     trust: TrustStore,

@@ -40,6 +40,10 @@ struct AppRt {
     oom_seen: u64,
 }
 
+/// One app between planning and the sandbox: "pod/app", the app's name, its plan and its
+/// compiled seccomp filter.
+type PlannedApp = (String, String, AppPlanned, Option<CompiledFilter>);
+
 /// The pods that passed preparation, and what starting their apps takes.
 pub struct Runtime {
     spawner: Spawner,
@@ -144,22 +148,23 @@ impl Runtime {
         pod: &PodPlan,
         ids: &BTreeMap<usize, ImageId>,
     ) -> Result<Vec<AppSpec>, String> {
-        let images = self.images.clone();
-        self.prepare_pod_with(pod, &images, ids)
+        let planned = self.plan_pod(pod, ids)?;
+        self.make_sandbox(pod, planned)
     }
 
-    fn prepare_pod_with(
-        &mut self,
+    /// Each app's plan and compiled seccomp filter, from its image: the checks that can refuse
+    /// a pod, made before anything is created for it.
+    fn plan_pod(
+        &self,
         pod: &PodPlan,
-        images: &Images,
         ids: &BTreeMap<usize, ImageId>,
-    ) -> Result<Vec<AppSpec>, String> {
+    ) -> Result<Vec<PlannedApp>, String> {
         let mut planned = Vec::new();
         for (index, app) in pod.manifest.apps.iter().enumerate() {
             let Some(id) = ids.get(&index).or(app.image.id.as_ref()) else {
                 return Err(format!("app {} names no image ID", app.name.as_str()));
             };
-            let image = images.prepare(id).map_err(|e| fatal::chain(&e))?;
+            let image = self.images.prepare(id).map_err(|e| fatal::chain(&e))?;
             for report in &image.reports {
                 say(&pod.name, PodEvent::Image(&report.to_string()));
             }
@@ -196,6 +201,15 @@ impl Runtime {
             }
             planned.push((who, app.name.as_str().to_owned(), p, filter));
         }
+        Ok(planned)
+    }
+
+    /// The pod's run and state directories, cgroups and pod-init, and the apps' runtime records.
+    fn make_sandbox(
+        &mut self,
+        pod: &PodPlan,
+        planned: Vec<PlannedApp>,
+    ) -> Result<Vec<AppSpec>, String> {
         // Everything checks out: make the sandbox.
         let run = Path::new(hostimg::POD_RUN_DIR).join(&pod.name);
         let state = Path::new(hostimg::POD_STATE_DIR).join(&pod.name);
