@@ -82,16 +82,13 @@ SUBSYSTEMS = [
 ]
 
 
-def subsystem(path, build_dir):
-    if path.startswith(build_dir + "/"):
-        path = path[len(build_dir) + 1:]
+def subsystem(path):
+    """The SUBSYSTEMS entry a compile (its path inside the build directory) is charged to."""
     return next((name for name, rx in SUBSYSTEMS if rx.search(path)), "other")
 
 
-def group(path, build_dir):
+def group(path):
     """The directory a compile is charged to: two levels, three under drivers/ arch/ net/ fs/."""
-    if path.startswith(build_dir + "/"):
-        path = path[len(build_dir) + 1:]
     parts = path.split("/")[:-1]
     depth = 3 if parts and parts[0] in ("drivers", "arch", "net", "fs") else 2
     return "/".join(parts[:depth]) or "."
@@ -130,19 +127,21 @@ def bench(arch, builder, shim_dir):
 
 
 def report(arch, cache, log, wall, cpu):
-    build_dir = next(os.path.join(cache, "kernel", d) for d in os.listdir(os.path.join(cache, "kernel"))
-                     if d.startswith(f"build-{arch}-"))
+    kernel_cache = os.path.join(cache, "kernel")
+    builds = os.listdir(kernel_cache) if os.path.isdir(kernel_cache) else []
+    build_dirs = [os.path.join(kernel_cache, d) for d in builds if d.startswith(f"build-{arch}-")]
+    if not build_dirs or not os.path.isdir(log):
+        sys.exit(f"kernel build bench: no {arch} run to report in {OUT} (run it without REPORT=1 first)")
+    prefix = build_dirs[0] + "/"
     by_dir, by_sub, n, compile_cpu = {}, {}, 0, 0.0
     for record in compiles(log):
         if record:
             c, out = record
-            g = group(out, build_dir)
-            k = by_dir.setdefault(g, [0.0, 0])
-            k[0] += c
-            k[1] += 1
-            sub = by_sub.setdefault(subsystem(out, build_dir), [0.0, 0])
-            sub[0] += c
-            sub[1] += 1
+            rel = out[len(prefix):] if out.startswith(prefix) else out
+            for table, key in ((by_dir, group(rel)), (by_sub, subsystem(rel))):
+                entry = table.setdefault(key, [0.0, 0])
+                entry[0] += c
+                entry[1] += 1
             n += 1
             compile_cpu += c
     if wall is not None:

@@ -30,8 +30,7 @@ from boot import console_until, qemu_args  # noqa: E402
 
 
 def boot_once(argv):
-    _, buf = console_until(argv, ALL.search, 300, "every pod's start")
-    m = ALL.search(buf)
+    m, buf = console_until(argv, ALL.search, 300, "every pod's start")
     starts = STARTED.findall(buf)
     first = min(int(s[0]) for s in starts)
     prepared = [float(s[1]) for s in starts]
